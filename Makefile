@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: MIT
+#
+# kderp - kernel-assisted DERP relay.
+#
+#   make            build everything into $(OUTPUT)
+#   make run        install what is missing, build, start kderpd on 127.0.0.1:3340
+#   make test       install what is missing, build, run every selftest (KTAP)
+#   make check      clang-format check, cppcheck, -Werror build
+#   make SAN=1 test the same tests under ASan + UBSan
+#   make help       list the targets
+#
+# Each area keeps its rules in a fragment included below; fragments only
+# append to BINS (things `all` builds) and SELFTESTS (things `test` runs).
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+.SECONDARY:
+
+V ?= 0
+ifeq ($(V),1)
+Q :=
+msg =
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+SAN ?= 0
+ifeq ($(SAN),1)
+OUTPUT ?= .output/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+OUTPUT ?= .output
+SANFLAGS :=
+endif
+
+CC ?= gcc
+CLANG ?= clang
+BPFTOOL ?= bpftool
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+
+PKGS := libbpf libsodium openssl jansson libnl-3.0 libnl-route-3.0
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARNFLAGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
+	-Wno-missing-field-initializers
+CFLAGS ?= -O2 -g
+ALL_CFLAGS = $(CFLAGS) $(WARNFLAGS) $(SANFLAGS) -std=gnu11 -D_GNU_SOURCE -pthread \
+	-Iinclude -I$(OUTPUT) -I$(OUTPUT)/kern $(PKG_CFLAGS) -MMD -MP
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -pthread
+LDLIBS_ALL = $(PKG_LIBS) -lhttp_parser -lwslay -lelf -lz -lm
+
+BINS :=
+SELFTESTS :=
+
+$(OUTPUT):
+	$(Q)mkdir -p $@
+
+include kern/kern.mk
+include user/user.mk
+include tools/tools.mk
+include selftests/selftests.mk
+-include tools/interop/interop.mk
+-include selftests/vm/vm.mk
+
+.PHONY: all deps run test check format help clean
+all: $(BINS)
+
+deps:
+	$(Q)tools/deps.sh
+
+RUN_ADDR ?= 127.0.0.1:3340
+RUN_STATE ?= .state
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)mkdir -p $(RUN_STATE)
+	@echo "kderpd: plain-HTTP DERP on http://$(RUN_ADDR)/derp (Ctrl-C stops it)"
+	$(Q)exec $(OUTPUT)/kderpd -a $(RUN_ADDR) -c $(RUN_STATE)/kderpd.key --stun=false $(RUN_ARGS)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS)
+	$(Q)selftests/run_tests.sh $(SELFTESTS)
+
+C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './.output/*')
+
+format:
+	$(Q)clang-format -i $(C_SOURCES)
+
+check: deps
+	$(call msg,FORMAT,check)
+	$(Q)clang-format --dry-run --Werror $(C_SOURCES)
+	$(call msg,CPPCHECK,user tools)
+	$(Q)cppcheck --quiet --error-exitcode=1 --inline-suppr --std=c11 \
+		--enable=warning,portability --suppress=missingIncludeSystem \
+		-Iinclude user tools
+	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS)
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+clean:
+	$(Q)rm -rf .output
+export KDERP_OUTPUT = $(abspath $(OUTPUT))

@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: MIT
+# lib.sh - helpers for kderp's shell selftests (source it).
+#
+# A shell test prints KTAP through these helpers and ends with ktap_finish,
+# which exits 0 (all passed or skipped), 1 (a failure) or 4 (all skipped).
+
+ksft_skip=4
+__ktap_n=0
+__ktap_pass=0
+__ktap_fail=0
+__ktap_skip=0
+
+ktap_header() { # ktap_header COUNT
+	echo "TAP version 13"
+	echo "1..$1"
+}
+
+ktap_pass() { # ktap_pass NAME
+	__ktap_n=$((__ktap_n + 1)); __ktap_pass=$((__ktap_pass + 1))
+	echo "ok $__ktap_n $1"
+}
+
+ktap_fail() { # ktap_fail NAME [REASON]
+	__ktap_n=$((__ktap_n + 1)); __ktap_fail=$((__ktap_fail + 1))
+	echo "not ok $__ktap_n $1${2:+ # $2}"
+}
+
+ktap_skip() { # ktap_skip NAME REASON
+	__ktap_n=$((__ktap_n + 1)); __ktap_skip=$((__ktap_skip + 1))
+	echo "ok $__ktap_n $1 # SKIP $2"
+}
+
+ktap_check() { # ktap_check NAME CMD... : pass if CMD succeeds
+	local name=$1; shift
+	if "$@"; then ktap_pass "$name"; else ktap_fail "$name"; fi
+}
+
+ktap_finish() {
+	echo "# Totals: pass:$__ktap_pass fail:$__ktap_fail skip:$__ktap_skip"
+	if [ "$__ktap_fail" -gt 0 ]; then exit 1; fi
+	if [ "$__ktap_n" -gt 0 ] && [ "$__ktap_skip" -eq "$__ktap_n" ]; then exit "$ksft_skip"; fi
+	exit 0
+}
+
+# free_port: print a TCP port on 127.0.0.1 that is free right now.
+free_port() {
+	python3 - <<'EOF' 2>/dev/null || echo $((20000 + RANDOM % 20000))
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+EOF
+}
+
+# wait_port HOST PORT [TRIES]: wait until something listens (0.1 s per try).
+wait_port() {
+	local host=$1 port=$2 tries=${3:-100}
+	while [ "$tries" -gt 0 ]; do
+		if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+		sleep 0.1
+		tries=$((tries - 1))
+	done
+	return 1
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# run_tests.sh - run kderp's selftests and print KTAP.
+#
+# Usage: run_tests.sh TEST...
+# Each TEST is an executable (a harness.h binary or a script) that prints
+# KTAP itself: "ok N name", "not ok N name", "ok N name # SKIP why".
+# Its exit status is 0 (pass), 4 (skipped as a whole) or anything else (fail).
+#
+# This runner nests each test's output, counts every leaf result, and ends
+# with the line "N passed, N failed, N skipped". It exits 1 if anything failed.
+#
+# Environment:
+#   KDERP_TEST_TIMEOUT  per-program timeout in seconds (default 600)
+#   KDERP_TEST_FILTER   only run programs whose path contains this string
+set -u
+
+timeout_s=${KDERP_TEST_TIMEOUT:-600}
+filter=${KDERP_TEST_FILTER:-}
+
+progs=()
+for t in "$@"; do
+	if [ -n "$filter" ] && [[ "$t" != *"$filter"* ]]; then
+		continue
+	fi
+	progs+=("$t")
+done
+
+echo "TAP version 13"
+echo "1..${#progs[@]}"
+
+pass=0
+fail=0
+skip=0
+i=0
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+
+for t in "${progs[@]}"; do
+	i=$((i + 1))
+	name=${t#./}
+	echo "# selftests: $name"
+	start=$(date +%s)
+	timeout --kill-after=10 "$timeout_s" "$t" >"$tmp" 2>&1 </dev/null
+	rc=$?
+	dur=$(($(date +%s) - start))
+	sed 's/^/    /' "$tmp"
+	p=$(grep -cE '^ok [0-9]+' "$tmp" | head -1)
+	s=$(grep -cE '^ok [0-9]+ .*# *SKIP' "$tmp" | head -1)
+	f=$(grep -cE '^not ok [0-9]+' "$tmp" | head -1)
+	p=$((p - s))
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		f=$((f + 1))
+		echo "not ok $i selftests: $name # TIMEOUT ${timeout_s}s"
+	elif [ "$rc" -eq 4 ] && [ $((p + f)) -eq 0 ]; then
+		[ "$s" -eq 0 ] && s=1
+		echo "ok $i selftests: $name # SKIP"
+	elif [ "$rc" -ne 0 ] && [ "$rc" -ne 4 ]; then
+		# A failing exit with no failing case reported still fails.
+		[ "$f" -eq 0 ] && f=1
+		echo "not ok $i selftests: $name # exit=$rc (${dur}s)"
+	elif [ $((p + s + f)) -eq 0 ]; then
+		f=1
+		echo "not ok $i selftests: $name # reported no results"
+	elif [ "$f" -gt 0 ]; then
+		echo "not ok $i selftests: $name # exit=$rc (${dur}s)"
+	else
+		echo "ok $i selftests: $name (${dur}s)"
+	fi
+	pass=$((pass + p))
+	fail=$((fail + f))
+	skip=$((skip + s))
+done
+
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+KDERP_LIB_OBJS :=
