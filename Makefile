@@ -63,6 +63,8 @@ include tools/tools.mk
 include selftests/selftests.mk
 -include tools/interop/interop.mk
 -include selftests/vm/vm.mk
+-include tools/bench/bench.mk
+-include selftests/fuzz/fuzz.mk
 
 .PHONY: all deps run test check format help clean
 all: $(BINS)
