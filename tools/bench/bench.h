@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench.h - kderp-bench internals shared between the load generator and its
+ * connection layer.
+ */
+#ifndef KDERP_BENCH_H
+#define KDERP_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#define BENCH_KEY_LEN 32
+
+/* Where the load goes: one resolved address, optional TLS. */
+struct bench_target {
+	char host[256]; /* as given on the command line */
+	char port[16];
+	char sni[256]; /* TLS server name, defaults to host */
+	bool tls;
+	const char *ca_file; /* verify the server against this CA; NULL = no verification */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	SSL_CTX *ssl_ctx;
+};
+
+/* One DERP client connection after the handshake. */
+struct bench_link {
+	int fd;
+	SSL *ssl; /* NULL for plain HTTP */
+	uint8_t pub[BENCH_KEY_LEN];
+	void *priv; /* connection-layer state, freed by bench_link_close() */
+};
+
+/**
+ * bench_target_init() - resolve @host:@port and set up TLS if asked.
+ * Returns 0 or -errno; @err gets a message on failure.
+ */
+int bench_target_init(struct bench_target *t, char *err, size_t errlen);
+void bench_target_fini(struct bench_target *t);
+
+/**
+ * bench_dial() - connect, upgrade to DERP and complete the handshake
+ * (ServerKey, ClientInfo, ServerInfo) with a fresh key. The socket is left
+ * blocking; the caller switches it to non-blocking. Returns 0 or -errno with
+ * a message in @err.
+ */
+int bench_dial(struct bench_target *t, struct bench_link *l, char *err, size_t errlen);
+
+/* bench_link_close() - close the connection and free its state; NULL-safe. */
+void bench_link_close(struct bench_link *l);
+
+#endif /* KDERP_BENCH_H */

@@ -1,0 +1,50 @@
+# SPDX-License-Identifier: MIT
+# bench.mk - kderp-bench (DERP load generator), the ceiling relay and
+# `make bench` (kderpd vs Go derper vs ceiling, writes
+# Documentation/performance.md and $(OUTPUT)/bench/results.json).
+#
+#   make bench            full run (~15-20 min)
+#   make bench QUICK=1    short run (< 3 min)
+
+BENCH_SRCS := tools/bench/kderp-bench.c tools/bench/bench-link.c
+BENCH_OBJS := $(patsubst tools/bench/%.c,$(OUTPUT)/bench/%.o,$(BENCH_SRCS))
+CEILING_OBJS := $(OUTPUT)/bench/ceiling-relay.o
+
+BINS += $(OUTPUT)/kderp-bench
+ifneq ($(wildcard tools/bench/ceiling-relay.c),)
+BINS += $(OUTPUT)/bench/ceiling-relay
+endif
+
+$(OUTPUT)/bench/%.o: tools/bench/%.c | $(OUTPUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Itools -Itools/bench -c $< -o $@
+
+$(OUTPUT)/kderp-bench: $(BENCH_OBJS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
+
+$(OUTPUT)/bench/ceiling-relay: $(CEILING_OBJS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
+
+# Go derper, pinned; built into the build directory, never installed.
+DERPER_VERSION ?= v1.90.6
+BENCH_DERPER := $(OUTPUT)/bench/gobin/derper
+
+$(BENCH_DERPER):
+	$(call msg,GO,derper@$(DERPER_VERSION))
+	$(Q)mkdir -p $(@D)
+	$(Q)GOTOOLCHAIN=local GOBIN=$(abspath $(@D)) GOFLAGS=-mod=mod \
+		$(GO) install tailscale.com/cmd/derper@$(DERPER_VERSION)
+
+QUICK ?= 0
+.PHONY: bench
+bench: deps
+	$(Q)$(MAKE) --no-print-directory $(OUTPUT)/kderpd $(OUTPUT)/kderp-bench \
+		$(OUTPUT)/bench/ceiling-relay $(BENCH_DERPER)
+	$(Q)python3 tools/bench/run-bench.py --output $(abspath $(OUTPUT)) \
+		--derper $(abspath $(BENCH_DERPER)) --quick $(QUICK) \
+		--doc Documentation/performance.md
+
+-include $(BENCH_OBJS:.o=.d) $(CEILING_OBJS:.o=.d)
