@@ -1,0 +1,369 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * derp_daemon.h - start a private DERP server for one test and talk to it.
+ *
+ * The server is $KDERP_DAEMON if set (any derper-compatible binary, e.g. to
+ * check that a test encodes Go derper's behaviour), else
+ * $KDERP_OUTPUT/kderpd. It runs on a free 127.0.0.1 port with a key file and
+ * a stderr log in a fresh temporary directory:
+ *
+ *   SERVER -a 127.0.0.1:PORT -c DIR/key --stun=false [extra args]
+ *
+ * Include after harness.h and derpc.h.
+ */
+#ifndef KDERP_SELFTESTS_DERP_DAEMON_H
+#define KDERP_SELFTESTS_DERP_DAEMON_H
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "derpc.h"
+
+struct derp_daemon {
+	pid_t pid;
+	uint16_t port;
+	char dir[200];
+	char log_path[240];
+	char key_path[240];
+	char bin[512];
+};
+
+/* A TCP port on 127.0.0.1 that is free right now. */
+static inline uint16_t dd_free_port(void)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	uint16_t port = 0;
+
+	if (fd < 0)
+		return 0;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+		port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static inline bool dd_alive(const struct derp_daemon *d)
+{
+	int st;
+
+	if (d->pid <= 0)
+		return false;
+	return waitpid(d->pid, &st, WNOHANG) == 0;
+}
+
+/* Which binary to run; -ENOENT if none is configured or it is missing. */
+static inline int dd_find_bin(struct derp_daemon *d)
+{
+	const char *bin = getenv("KDERP_DAEMON");
+	const char *out = getenv("KDERP_OUTPUT");
+
+	if (bin && *bin)
+		snprintf(d->bin, sizeof(d->bin), "%s", bin);
+	else if (out && *out)
+		snprintf(d->bin, sizeof(d->bin), "%s/kderpd", out);
+	else
+		return -ENOENT;
+	return access(d->bin, X_OK) == 0 ? 0 : -ENOENT;
+}
+
+/*
+ * Start the server and wait until it accepts connections (up to 10 s).
+ * extra is a NULL-terminated list of additional arguments, or NULL.
+ */
+static inline int dd_start(struct derp_daemon *d, const char *const *extra)
+{
+	char addr[32];
+	const char *argv[32];
+	const char *tmp;
+	int n = 0, err;
+
+	if (sodium_init() < 0)
+		return -EIO;
+	err = dd_find_bin(d);
+	if (err)
+		return err;
+	tmp = getenv("TMPDIR");
+	if (!tmp || !*tmp || strlen(tmp) > 150)
+		tmp = "/tmp";
+	snprintf(d->dir, sizeof(d->dir), "%s/kderp-test.XXXXXX", tmp);
+	if (!mkdtemp(d->dir))
+		return -errno;
+	snprintf(d->log_path, sizeof(d->log_path), "%s/stderr.log", d->dir);
+	snprintf(d->key_path, sizeof(d->key_path), "%s/key", d->dir);
+	d->port = dd_free_port();
+	if (!d->port)
+		return -EADDRNOTAVAIL;
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", d->port);
+	argv[n++] = d->bin;
+	argv[n++] = "-a";
+	argv[n++] = addr;
+	argv[n++] = "-c";
+	argv[n++] = d->key_path;
+	argv[n++] = "--stun=false";
+	for (int i = 0; extra && extra[i] && n < 31; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+
+	fflush(stdout);
+	d->pid = fork();
+	if (d->pid < 0)
+		return -errno;
+	if (d->pid == 0) {
+		int fd = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		struct derpc c;
+		struct derpc_opts o = {.host = "127.0.0.1", .port = d->port, .timeout_ms = 200};
+
+		if (!dd_alive(d))
+			return -ECHILD;
+		derpc_init(&c, NULL);
+		if (derpc_dial(&c, &o) == 0) {
+			derpc_close(&c);
+			return 0;
+		}
+		usleep(20000);
+	}
+	return -ETIMEDOUT;
+}
+
+/* Print the tail of the server log as TAP comments. */
+static inline void dd_dump_log(const struct derp_daemon *d, int max_lines)
+{
+	char line[512];
+	long total = 0, skip;
+	FILE *f = fopen(d->log_path, "r");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		total++;
+	skip = total > max_lines ? total - max_lines : 0;
+	rewind(f);
+	printf("# --- server log (%ld lines, last %ld) ---\n", total, total - skip);
+	while (fgets(line, sizeof(line), f)) {
+		if (skip-- > 0)
+			continue;
+		printf("#   %s%s", line, strchr(line, '\n') ? "" : "\n");
+	}
+	fclose(f);
+}
+
+static inline void dd_stop(struct derp_daemon *d)
+{
+	if (d->pid > 0) {
+		int st;
+
+		kill(d->pid, SIGTERM);
+		for (int i = 0; i < 100; i++) {
+			if (waitpid(d->pid, &st, WNOHANG) != 0) {
+				d->pid = 0;
+				break;
+			}
+			usleep(20000);
+		}
+		if (d->pid > 0) {
+			kill(d->pid, SIGKILL);
+			waitpid(d->pid, &st, 0);
+			d->pid = 0;
+		}
+	}
+	if (d->dir[0]) {
+		unlink(d->log_path);
+		unlink(d->key_path);
+		rmdir(d->dir);
+		d->dir[0] = 0;
+	}
+}
+
+/* A /proc/PID/status field in kB (VmRSS, VmHWM, ...), or -1. */
+static inline long dd_status_kb(const struct derp_daemon *d, const char *field)
+{
+	char path[64], line[256];
+	size_t fl = strlen(field);
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)d->pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, field, fl) == 0 && line[fl] == ':') {
+			v = strtol(line + fl + 1, NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+static inline long dd_rss_kb(const struct derp_daemon *d)
+{
+	return dd_status_kb(d, "VmRSS");
+}
+
+/* Number of open file descriptors of the server, or -1. */
+static inline int dd_fd_count(const struct derp_daemon *d)
+{
+	char path[64];
+	struct dirent *e;
+	int n = 0;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->pid);
+	dir = opendir(path);
+	if (!dir)
+		return -1;
+	while ((e = readdir(dir)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(dir);
+	return n;
+}
+
+/* Current size of the server log, to look only at what comes later. */
+static inline long dd_log_size(const struct derp_daemon *d)
+{
+	struct stat st;
+
+	return stat(d->log_path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/*
+ * Does the log, from byte offset since on, contain a line with any of the
+ * '|'-separated words (case-insensitive)? Waits up to wait_ms for it.
+ */
+static inline bool dd_log_has(const struct derp_daemon *d, long since, const char *words,
+			      int wait_ms)
+{
+	int64_t deadline = derpc_now_ms() + wait_ms;
+
+	do {
+		char line[1024];
+		bool found = false;
+		FILE *f = fopen(d->log_path, "r");
+
+		if (f && fseek(f, since, SEEK_SET) == 0) {
+			while (!found && fgets(line, sizeof(line), f)) {
+				char w[64];
+				const char *p = words;
+
+				while (!found && *p) {
+					size_t l = strcspn(p, "|");
+
+					snprintf(w, sizeof(w), "%.*s", (int)l, p);
+					found = l && strcasestr(line, w);
+					p += l + (p[l] == '|');
+				}
+			}
+		}
+		if (f)
+			fclose(f);
+		if (found)
+			return true;
+		usleep(20000);
+	} while (derpc_now_ms() < deadline);
+	return false;
+}
+
+static inline void dd_opts(const struct derp_daemon *d, struct derpc_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->host = "127.0.0.1";
+	o->port = d->port;
+	o->timeout_ms = 5000;
+}
+
+/* Full DERP client with a fresh key. */
+static inline int dd_connect(const struct derp_daemon *d, struct derpc *c)
+{
+	struct derpc_opts o;
+
+	dd_opts(d, &o);
+	derpc_init(c, NULL);
+	return derpc_connect(c, &o);
+}
+
+/* Connected and upgraded, ServerKey read; nothing sent after the request. */
+static inline int dd_upgraded(const struct derp_daemon *d, struct derpc *c)
+{
+	struct derpc_opts o;
+	int err;
+
+	dd_opts(d, &o);
+	derpc_init(c, NULL);
+	err = derpc_dial(c, &o);
+	if (!err)
+		err = derpc_send_upgrade(c, &o);
+	if (!err)
+		err = derpc_read_upgrade(c, 5000);
+	if (!err)
+		err = derpc_read_server_key(c, 5000);
+	if (err)
+		derpc_close(c);
+	return err;
+}
+
+/* Plain TCP connection, nothing sent. */
+static inline int dd_dial(const struct derp_daemon *d, struct derpc *c)
+{
+	struct derpc_opts o;
+
+	dd_opts(d, &o);
+	derpc_init(c, NULL);
+	return derpc_dial(c, &o);
+}
+
+/*
+ * Send one random packet from a to b and wait until b gets it with source a
+ * (other packets are skipped). Returns the delivery time in ms or -errno.
+ */
+static inline int dd_relay_once(struct derpc *a, struct derpc *b, int timeout_ms)
+{
+	int64_t t0 = derpc_now_ms(), deadline = t0 + timeout_ms;
+	uint8_t pkt[48], got[64], src[DERP_KEY_LEN];
+	int err;
+
+	randombytes_buf(pkt, sizeof(pkt));
+	err = derpc_send_packet(a, b->key.pub, pkt, sizeof(pkt));
+	if (err)
+		return err;
+	for (;;) {
+		int64_t left = deadline - derpc_now_ms();
+		size_t n = 0;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		err = derpc_recv_packet(b, src, got, sizeof(got), &n, (int)left);
+		if (err)
+			return err;
+		if (n == sizeof(pkt) && !memcmp(src, a->key.pub, DERP_KEY_LEN) &&
+		    !memcmp(got, pkt, n))
+			return (int)(derpc_now_ms() - t0);
+	}
+}
+
+#endif /* KDERP_SELFTESTS_DERP_DAEMON_H */

@@ -1,0 +1,694 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_badinput.c - hostile and broken clients must not hurt the relay.
+ *
+ * Every test starts its own server (derp_daemon.h) with two healthy clients
+ * A and B already relaying, sends one kind of bad input on another
+ * connection, and then checks that
+ *   (a) the offending connection is closed (EOF or reset) within a deadline,
+ *   (b) A still relays to B, and two clients connected afterwards relay too,
+ *   (c) the server process is still alive.
+ * Resource tests also bound the server's RSS and open file descriptors.
+ */
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "harness.h"
+#include "derpc.h"
+#include "derp_daemon.h"
+
+#define CLOSE_DEADLINE_MS 5000 /* protocol errors close at once; allow slack */
+#define SETUP_DEADLINE_MS 11500 /* the 10 s setup deadline plus slack */
+#define RELAY_DEADLINE_MS 2000
+
+struct env {
+	struct derp_daemon d;
+	struct derpc a, b;
+};
+
+static void env_setup(struct __test_metadata *_metadata, struct env *e)
+{
+	int err;
+
+	signal(SIGPIPE, SIG_IGN);
+	derpc_init(&e->a, NULL);
+	derpc_init(&e->b, NULL);
+	err = dd_start(&e->d, NULL);
+	if (err == -ENOENT)
+		TH_LOG("no server binary: set KDERP_OUTPUT (make test does) or KDERP_DAEMON");
+	ASSERT_EQ(0, err);
+	ASSERT_EQ(0, dd_connect(&e->d, &e->a));
+	ASSERT_EQ(0, dd_connect(&e->d, &e->b));
+	ASSERT_LE(0, dd_relay_once(&e->a, &e->b, RELAY_DEADLINE_MS));
+}
+
+static void env_teardown(struct __test_metadata *_metadata, struct env *e)
+{
+	if (_metadata->failed)
+		dd_dump_log(&e->d, 30);
+	derpc_close(&e->a);
+	derpc_close(&e->b);
+	dd_stop(&e->d);
+}
+
+/* (b) and (c): the old pair, a new pair, and the process are all fine. */
+static void check_healthy(struct __test_metadata *_metadata, struct env *e)
+{
+	struct derpc c, d;
+	int ms;
+
+	ASSERT_TRUE(dd_alive(&e->d));
+	ms = dd_relay_once(&e->a, &e->b, RELAY_DEADLINE_MS);
+	ASSERT_LE(0, ms);
+	ms = dd_relay_once(&e->b, &e->a, RELAY_DEADLINE_MS);
+	ASSERT_LE(0, ms);
+	derpc_init(&c, NULL);
+	derpc_init(&d, NULL);
+	ASSERT_EQ(0, dd_connect(&e->d, &c));
+	ASSERT_EQ(0, dd_connect(&e->d, &d));
+	ms = dd_relay_once(&c, &d, RELAY_DEADLINE_MS);
+	EXPECT_LE(0, ms);
+	ms = dd_relay_once(&e->a, &d, RELAY_DEADLINE_MS);
+	EXPECT_LE(0, ms);
+	derpc_close(&c);
+	derpc_close(&d);
+	ASSERT_TRUE(dd_alive(&e->d));
+}
+
+/*
+ * Write bytes the server may refuse half-way: a reset or broken pipe is an
+ * acceptable outcome (the server closed), anything else is not.
+ */
+static int write_tolerant(struct derpc *c, const void *buf, size_t len, int timeout_ms)
+{
+	int err = derpc_write_raw(c, buf, len, timeout_ms);
+
+	return err == -ECONNRESET || err == -EPIPE ? 0 : err;
+}
+
+/* ---- HTTP layer ---- */
+
+FIXTURE(http)
+{
+	struct env e;
+};
+
+FIXTURE_SETUP(http)
+{
+	env_setup(_metadata, &self->e);
+}
+
+FIXTURE_TEARDOWN(http)
+{
+	env_teardown(_metadata, &self->e);
+}
+
+/* Read a whole response head (or nothing) and the close; the status or 0. */
+static int read_status_then_close(struct __test_metadata *_metadata, struct derpc *c,
+				  int timeout_ms)
+{
+	int64_t deadline = derpc_now_ms() + timeout_ms;
+	int err = derpc_read_upgrade(c, timeout_ms);
+	int status = c->http_status;
+
+	if (err == -ETIMEDOUT) {
+		TH_LOG("no response and no close within %d ms", timeout_ms);
+		return -ETIMEDOUT;
+	}
+	if (err == -ECONNRESET)
+		return 0;
+	/* a complete head: must not be a success, then the server must close */
+	err = derpc_wait_closed(c, (int)(deadline - derpc_now_ms()));
+	if (err) {
+		TH_LOG("answered %d but did not close", status);
+		return err;
+	}
+	return status;
+}
+
+TEST_F(http, not_http)
+{
+	uint8_t junk[4096];
+	struct derpc c;
+	int st;
+
+	/* a TLS ClientHello-like start, then random bytes and line ends */
+	randombytes_buf(junk, sizeof(junk));
+	memcpy(junk, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);
+	memcpy(junk + 2048, "\r\n\r\n", 4);
+	memcpy(junk + sizeof(junk) - 4, "\r\n\r\n", 4);
+	ASSERT_EQ(0, dd_dial(&self->e.d, &c));
+	ASSERT_EQ(0, write_tolerant(&c, junk, sizeof(junk), 5000));
+	st = read_status_then_close(_metadata, &c, SETUP_DEADLINE_MS);
+	derpc_close(&c);
+	ASSERT_LE(0, st);
+	if (st)
+		ASSERT_EQ(4, st / 100);
+	check_healthy(_metadata, &self->e);
+}
+
+TEST_F(http, long_request_line)
+{
+	size_t len = 100 << 10;
+	char *req = malloc(len + 256);
+	struct derpc c;
+	int st, n;
+
+	ASSERT_NE(NULL, req);
+	n = sprintf(req, "GET /");
+	memset(req + n, 'a', len);
+	n += (int)len;
+	n += sprintf(req + n, " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+	ASSERT_EQ(0, dd_dial(&self->e.d, &c));
+	ASSERT_EQ(0, write_tolerant(&c, req, (size_t)n, SETUP_DEADLINE_MS));
+	free(req);
+	st = read_status_then_close(_metadata, &c, SETUP_DEADLINE_MS);
+	derpc_close(&c);
+	ASSERT_LE(0, st);
+	if (st)
+		ASSERT_EQ(4, st / 100);
+	check_healthy(_metadata, &self->e);
+}
+
+/* GET /derp followed by 1 MiB of headers; returns the status (0: closed). */
+static int send_huge_headers(struct __test_metadata *_metadata, struct env *e)
+{
+	const size_t total = 1 << 20;
+	char line[1024];
+	struct derpc c;
+	size_t sent = 0;
+	int err = 0, st, i = 0;
+
+	if (dd_dial(&e->d, &c))
+		return -ECONNREFUSED;
+	derpc_write_raw(&c, "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\n", 37, 1000);
+	while (sent < total && !err) {
+		int n = snprintf(line, sizeof(line), "X-Pad-%d: ", i++);
+
+		memset(line + n, 'p', sizeof(line) - (size_t)n - 2);
+		memcpy(line + sizeof(line) - 2, "\r\n", 2);
+		err = derpc_write_raw(&c, line, sizeof(line), SETUP_DEADLINE_MS);
+		sent += sizeof(line);
+	}
+	if (!err)
+		err = derpc_write_raw(&c, "\r\n", 2, 1000);
+	if (err && err != -ECONNRESET && err != -EPIPE) {
+		TH_LOG("writing headers: %s after %zu bytes", strerror(-err), sent);
+		derpc_close(&c);
+		return err;
+	}
+	st = read_status_then_close(_metadata, &c, SETUP_DEADLINE_MS);
+	derpc_close(&c);
+	return st;
+}
+
+TEST_F(http, huge_headers)
+{
+	long rss0, rss1;
+	int st;
+
+	st = send_huge_headers(_metadata, &self->e); /* warm-up */
+	ASSERT_LE(0, st);
+	if (st)
+		ASSERT_EQ(4, st / 100);
+	rss0 = dd_rss_kb(&self->e.d);
+	for (int i = 0; i < 6; i++) {
+		st = send_huge_headers(_metadata, &self->e);
+		ASSERT_LE(0, st);
+		if (st)
+			ASSERT_EQ(4, st / 100);
+	}
+	usleep(200000);
+	rss1 = dd_rss_kb(&self->e.d);
+	TH_LOG("RSS %ld kB -> %ld kB after 6 x 1 MiB of headers", rss0, rss1);
+	ASSERT_LT(0, rss0);
+	ASSERT_GT(4096, rss1 - rss0);
+	check_healthy(_metadata, &self->e);
+}
+
+/*
+ * Slow clients: n connections each send one more byte of msg per second.
+ * All of them must be closed within the setup deadline; the healthy pair
+ * keeps relaying meanwhile.
+ */
+#define SLOW_CONNS 20
+
+static void slowloris(struct __test_metadata *_metadata, struct env *e, bool after_upgrade)
+{
+	static const char http_req[] = "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: "
+				       "Upgrade\r\nUpgrade: DERP\r\n\r\n";
+	uint8_t ci[DERP_FRAME_HEADER_LEN + 256];
+	struct derpc c[SLOW_CONNS];
+	int64_t start[SLOW_CONNS], closed_at[SLOW_CONNS];
+	const uint8_t *msg;
+	size_t msg_len;
+	int64_t t0, worst = 0;
+	long rss0, rss1;
+	int open_n = SLOW_CONNS;
+
+	rss0 = dd_rss_kb(&e->d);
+	for (int i = 0; i < SLOW_CONNS; i++) {
+		if (after_upgrade)
+			ASSERT_EQ(0, dd_upgraded(&e->d, &c[i]));
+		else
+			ASSERT_EQ(0, dd_dial(&e->d, &c[i]));
+		start[i] = derpc_now_ms();
+		closed_at[i] = -1;
+	}
+	if (after_upgrade) {
+		int n = derpc_build_client_info(&c[0].key, c[0].server_pub, DERPC_CLIENT_INFO_JSON,
+						ci + DERP_FRAME_HEADER_LEN,
+						sizeof(ci) - DERP_FRAME_HEADER_LEN);
+
+		ASSERT_LT(0, n);
+		derpc_put_header(ci, DERP_FRAME_CLIENT_INFO, (uint32_t)n);
+		msg = ci;
+		msg_len = DERP_FRAME_HEADER_LEN + (size_t)n;
+	} else {
+		msg = (const uint8_t *)http_req;
+		msg_len = sizeof(http_req) - 1;
+	}
+	t0 = derpc_now_ms();
+	for (int sec = 0; open_n && sec < 14 && (size_t)sec < msg_len; sec++) {
+		for (int i = 0; i < SLOW_CONNS; i++) {
+			if (closed_at[i] >= 0)
+				continue;
+			if (derpc_write_raw(&c[i], msg + sec, 1, 500)) {
+				closed_at[i] = derpc_now_ms();
+				open_n--;
+			}
+		}
+		if (sec == 5)
+			ASSERT_LE(0, dd_relay_once(&e->a, &e->b, RELAY_DEADLINE_MS));
+		while (open_n && derpc_now_ms() < t0 + (sec + 1) * 1000) {
+			for (int i = 0; i < SLOW_CONNS; i++) {
+				if (closed_at[i] >= 0)
+					continue;
+				if (derpc_wait_closed(&c[i], 0) == 0) {
+					closed_at[i] = derpc_now_ms();
+					open_n--;
+				}
+			}
+			usleep(20000);
+		}
+	}
+	for (int i = 0; i < SLOW_CONNS; i++) {
+		int64_t took = closed_at[i] < 0 ? -1 : closed_at[i] - start[i];
+
+		if (took < 0 || took > worst)
+			worst = took < 0 ? INT64_MAX : took;
+		derpc_close(&c[i]);
+	}
+	TH_LOG("%d slow connections, still open: %d, slowest close after %lld ms", SLOW_CONNS,
+	       open_n, worst == INT64_MAX ? -1LL : (long long)worst);
+	ASSERT_EQ(0, open_n);
+	ASSERT_GE(SETUP_DEADLINE_MS, worst);
+	rss1 = dd_rss_kb(&e->d);
+	ASSERT_GT(4096, rss1 - rss0);
+	check_healthy(_metadata, e);
+}
+
+TEST_F_TIMEOUT(http, slowloris_request, 40)
+{
+	slowloris(_metadata, &self->e, false);
+}
+
+TEST_F_TIMEOUT(http, slowloris_client_info, 40)
+{
+	slowloris(_metadata, &self->e, true);
+}
+
+/* ---- ClientInfo ---- */
+
+enum ci_kind {
+	CI_GARBAGE_BOX,
+	CI_WRONG_KEY,
+	CI_TRUNCATED,
+	CI_TOO_BIG,
+	CI_LEN_MAX,
+	CI_ZERO_KEY,
+	CI_LOW_ORDER_KEY,
+	CI_BAD_JSON,
+	CI_EMPTY_MESH_KEY,
+	CI_NOT_CLIENT_INFO,
+	CI_SHORT,
+};
+
+FIXTURE(client_info)
+{
+	struct env e;
+};
+
+FIXTURE_VARIANT(client_info)
+{
+	enum ci_kind kind;
+};
+
+FIXTURE_VARIANT_ADD(client_info, garbage_box){.kind = CI_GARBAGE_BOX};
+FIXTURE_VARIANT_ADD(client_info, wrong_key){.kind = CI_WRONG_KEY};
+FIXTURE_VARIANT_ADD(client_info, truncated){.kind = CI_TRUNCATED};
+FIXTURE_VARIANT_ADD(client_info, over_256k){.kind = CI_TOO_BIG};
+FIXTURE_VARIANT_ADD(client_info, len_ffffffff){.kind = CI_LEN_MAX};
+FIXTURE_VARIANT_ADD(client_info, zero_key){.kind = CI_ZERO_KEY};
+FIXTURE_VARIANT_ADD(client_info, low_order_key){.kind = CI_LOW_ORDER_KEY};
+FIXTURE_VARIANT_ADD(client_info, bad_json){.kind = CI_BAD_JSON};
+FIXTURE_VARIANT_ADD(client_info, empty_mesh_key){.kind = CI_EMPTY_MESH_KEY};
+FIXTURE_VARIANT_ADD(client_info, not_client_info){.kind = CI_NOT_CLIENT_INFO};
+FIXTURE_VARIANT_ADD(client_info, under_56){.kind = CI_SHORT};
+
+FIXTURE_SETUP(client_info)
+{
+	env_setup(_metadata, &self->e);
+}
+
+FIXTURE_TEARDOWN(client_info)
+{
+	env_teardown(_metadata, &self->e);
+}
+
+/* A Curve25519 point of order 8: X25519 with it gives the all-zero secret. */
+static const uint8_t low_order_point[DERP_KEY_LEN] = {
+	0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3,
+	0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32,
+	0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+};
+
+/*
+ * A box that opens for a server that does not reject low-order keys: the
+ * shared secret is all zeros, so the box key is HSalsa20(0, 0).
+ */
+static size_t seal_with_zero_secret(uint8_t *out, const char *json)
+{
+	static const uint8_t zero32[32], zero16[16];
+	uint8_t k[crypto_box_BEFORENMBYTES];
+	uint8_t *nonce = out + DERP_KEY_LEN;
+	size_t jlen = strlen(json);
+
+	memcpy(out, low_order_point, DERP_KEY_LEN);
+	randombytes_buf(nonce, DERP_NONCE_LEN);
+	crypto_core_hsalsa20(k, zero16, zero32, NULL);
+	crypto_box_easy_afternm(nonce + DERP_NONCE_LEN, (const uint8_t *)json, jlen, nonce, k);
+	return DERP_KEY_LEN + DERP_NONCE_LEN + DERP_BOX_OVERHEAD + jlen;
+}
+
+TEST_F(client_info, closes_connection)
+{
+	enum ci_kind kind = VARIANT(client_info)->kind;
+	uint8_t buf[DERP_FRAME_HEADER_LEN + 512];
+	uint8_t *p = buf + DERP_FRAME_HEADER_LEN;
+	size_t cap = sizeof(buf) - DERP_FRAME_HEADER_LEN;
+	struct derpc_keypair other;
+	uint32_t hdr_len;
+	size_t len = 0;
+	struct derpc c;
+	long log0;
+	int n, err;
+
+	ASSERT_EQ(0, dd_upgraded(&self->e.d, &c));
+	log0 = dd_log_size(&self->e.d);
+	switch (kind) {
+	case CI_GARBAGE_BOX:
+		n = derpc_build_client_info(&c.key, c.server_pub, DERPC_CLIENT_INFO_JSON, p, cap);
+		ASSERT_LT(0, n);
+		p[n - 5] ^= 0x40; /* flip a ciphertext bit: the tag no longer matches */
+		len = (size_t)n;
+		break;
+	case CI_WRONG_KEY:
+		/* claims key A but is sealed with B's private key */
+		derpc_keygen(&other);
+		memcpy(other.pub, c.key.pub, DERP_KEY_LEN);
+		n = derpc_build_client_info(&other, c.server_pub, DERPC_CLIENT_INFO_JSON, p, cap);
+		ASSERT_LT(0, n);
+		len = (size_t)n;
+		break;
+	case CI_TRUNCATED:
+	case CI_TOO_BIG:
+	case CI_LEN_MAX:
+		n = derpc_build_client_info(&c.key, c.server_pub, DERPC_CLIENT_INFO_JSON, p, cap);
+		ASSERT_LT(0, n);
+		len = (size_t)n;
+		break;
+	case CI_ZERO_KEY:
+		memset(p, 0, DERP_KEY_LEN);
+		randombytes_buf(p + DERP_KEY_LEN, DERP_NONCE_LEN + DERP_BOX_OVERHEAD + 32);
+		len = DERP_KEY_LEN + DERP_NONCE_LEN + DERP_BOX_OVERHEAD + 32;
+		break;
+	case CI_LOW_ORDER_KEY:
+		len = seal_with_zero_secret(p, DERPC_CLIENT_INFO_JSON);
+		break;
+	case CI_BAD_JSON:
+		n = derpc_build_client_info(&c.key, c.server_pub, "{\"version\":2,", p, cap);
+		ASSERT_LT(0, n);
+		len = (size_t)n;
+		break;
+	case CI_EMPTY_MESH_KEY:
+		n = derpc_build_client_info(&c.key, c.server_pub,
+					    "{\"meshKey\":\"\",\"version\":2,\"CanAckPings\":true}",
+					    p, cap);
+		ASSERT_LT(0, n);
+		len = (size_t)n;
+		break;
+	case CI_NOT_CLIENT_INFO:
+		/* a well-formed SendPacket where ClientInfo must come */
+		memcpy(p, self->e.b.key.pub, DERP_KEY_LEN);
+		memset(p + DERP_KEY_LEN, 0x55, 16);
+		len = DERP_KEY_LEN + 16;
+		break;
+	case CI_SHORT:
+		memcpy(p, c.key.pub, DERP_KEY_LEN);
+		randombytes_buf(p + DERP_KEY_LEN, 23);
+		len = DERP_KEY_LEN + 23;
+		break;
+	}
+	hdr_len = (uint32_t)len;
+	if (kind == CI_TRUNCATED)
+		hdr_len = (uint32_t)len + 40;
+	else if (kind == CI_TOO_BIG)
+		hdr_len = DERP_MAX_CLIENT_INFO_LEN + 1;
+	else if (kind == CI_LEN_MAX)
+		hdr_len = 0xffffffffu;
+	derpc_put_header(
+		buf, kind == CI_NOT_CLIENT_INFO ? DERP_FRAME_SEND_PACKET : DERP_FRAME_CLIENT_INFO,
+		hdr_len);
+	err = write_tolerant(&c, buf, DERP_FRAME_HEADER_LEN + len, 2000);
+	ASSERT_EQ(0, err);
+	if (kind == CI_TRUNCATED) {
+		/* fewer bytes than announced, then our side is done */
+		ASSERT_EQ(0, shutdown(derpc_fd(&c), SHUT_WR));
+	} else if (kind == CI_TOO_BIG) {
+		/* keep feeding the announced 256 KiB + 1: the server must not wait for it */
+		uint8_t *fill = calloc(1, DERP_MAX_CLIENT_INFO_LEN + 1);
+
+		ASSERT_NE(NULL, fill);
+		err = write_tolerant(&c, fill, DERP_MAX_CLIENT_INFO_LEN + 1 - len, 3000);
+		free(fill);
+		if (err != -ETIMEDOUT)
+			ASSERT_EQ(0, err);
+	}
+	err = derpc_wait_closed(&c, CLOSE_DEADLINE_MS);
+	if (err == -ETIMEDOUT)
+		TH_LOG("connection still open after %d ms: the server accepted or ignored it",
+		       CLOSE_DEADLINE_MS);
+	derpc_close(&c);
+	ASSERT_EQ(0, err);
+	if (!dd_log_has(&self->e.d, log0, "clientinfo|client info|handshake|box|key|json|frame",
+			1000))
+		TH_LOG("note: no log line about the rejected ClientInfo");
+	check_healthy(_metadata, &self->e);
+}
+
+/* ---- frames after the handshake ---- */
+
+FIXTURE(frame)
+{
+	struct env e;
+};
+
+FIXTURE_VARIANT(frame)
+{
+	uint8_t type;
+	uint32_t len;
+};
+
+FIXTURE_VARIANT_ADD(frame, send_packet_31){.type = DERP_FRAME_SEND_PACKET, .len = 31};
+FIXTURE_VARIANT_ADD(frame, send_packet_65569){.type = DERP_FRAME_SEND_PACKET, .len = 65569};
+FIXTURE_VARIANT_ADD(frame, note_preferred_0){.type = DERP_FRAME_NOTE_PREFERRED, .len = 0};
+FIXTURE_VARIANT_ADD(frame, note_preferred_2){.type = DERP_FRAME_NOTE_PREFERRED, .len = 2};
+FIXTURE_VARIANT_ADD(frame, ping_7){.type = DERP_FRAME_PING, .len = 7};
+FIXTURE_VARIANT_ADD(frame, ping_1001){.type = DERP_FRAME_PING, .len = 1001};
+FIXTURE_VARIANT_ADD(frame, watch_conns_not_mesh){.type = DERP_FRAME_WATCH_CONNS, .len = 0};
+FIXTURE_VARIANT_ADD(frame, close_peer_not_mesh){.type = DERP_FRAME_CLOSE_PEER, .len = 32};
+FIXTURE_VARIANT_ADD(frame, forward_packet_not_mesh){.type = DERP_FRAME_FORWARD_PACKET,
+						    .len = 64 + 100};
+
+FIXTURE_SETUP(frame)
+{
+	env_setup(_metadata, &self->e);
+}
+
+FIXTURE_TEARDOWN(frame)
+{
+	env_teardown(_metadata, &self->e);
+}
+
+TEST_F(frame, closes_connection)
+{
+	uint8_t type = VARIANT(frame)->type;
+	uint32_t len = VARIANT(frame)->len;
+	uint8_t *payload = calloc(1, len + 1);
+	struct derpc x;
+	int err;
+
+	ASSERT_NE(NULL, payload);
+	ASSERT_EQ(0, dd_connect(&self->e.d, &x));
+	/* address B where a key goes, so a wrongly accepted frame would touch it */
+	if (len >= DERP_KEY_LEN)
+		memcpy(payload, self->e.b.key.pub, DERP_KEY_LEN);
+	if (type == DERP_FRAME_FORWARD_PACKET) {
+		memcpy(payload, x.key.pub, DERP_KEY_LEN);
+		memcpy(payload + DERP_KEY_LEN, self->e.b.key.pub, DERP_KEY_LEN);
+	}
+	if (type == DERP_FRAME_NOTE_PREFERRED && len)
+		memset(payload, 1, len);
+	err = derpc_write_frame(&x, type, payload, len, 3000);
+	free(payload);
+	ASSERT_TRUE(err == 0 || err == -ECONNRESET);
+	err = derpc_wait_closed(&x, CLOSE_DEADLINE_MS);
+	derpc_close(&x);
+	ASSERT_EQ(0, err);
+	check_healthy(_metadata, &self->e);
+}
+
+/* ---- resource exhaustion ---- */
+
+FIXTURE(load)
+{
+	struct env e;
+};
+
+FIXTURE_SETUP(load)
+{
+	env_setup(_metadata, &self->e);
+}
+
+FIXTURE_TEARDOWN(load)
+{
+	env_teardown(_metadata, &self->e);
+}
+
+#define FLOOD_PACKETS 40000
+#define FLOOD_SIZE 1200
+#define FLOOD_CHECK_EVERY 500
+#define FLOOD_MAX_RTT_MS 500
+#define FLOOD_MAX_GROWTH_KB (8 << 10)
+
+/*
+ * R connects and never reads; S sends it 48 MB. The server may queue only
+ * a few dozen packets per receiver, so its RSS must stay far below what was
+ * sent, and A->B must keep flowing with a short delay all along.
+ */
+TEST_F_TIMEOUT(load, receiver_never_reads, 90)
+{
+	struct env *e = &self->e;
+	uint8_t pkt[FLOOD_SIZE];
+	struct derpc s, r;
+	long rss0, peak = 0;
+	int worst = 0, rcvbuf = 4096;
+	int64_t t0;
+
+	ASSERT_EQ(0, dd_connect(&e->d, &s));
+	ASSERT_EQ(0, dd_connect(&e->d, &r));
+	setsockopt(derpc_fd(&r), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	for (int i = 0; i < 20; i++)
+		ASSERT_LE(0, dd_relay_once(&e->a, &e->b, RELAY_DEADLINE_MS));
+	rss0 = dd_rss_kb(&e->d);
+	ASSERT_LT(0, rss0);
+	randombytes_buf(pkt, sizeof(pkt));
+	t0 = derpc_now_ms();
+	for (int i = 0; i < FLOOD_PACKETS; i++) {
+		ASSERT_EQ(0, derpc_send_packet(&s, r.key.pub, pkt, sizeof(pkt)));
+		if (i % FLOOD_CHECK_EVERY == FLOOD_CHECK_EVERY - 1) {
+			int ms = dd_relay_once(&e->a, &e->b, RELAY_DEADLINE_MS);
+			long rss = dd_rss_kb(&e->d);
+
+			ASSERT_LE(0, ms);
+			if (ms > worst)
+				worst = ms;
+			if (rss > peak)
+				peak = rss;
+		}
+		ASSERT_GT(60000, derpc_now_ms() - t0);
+	}
+	TH_LOG("%d x %d B in %lld ms; A->B worst %d ms; RSS %ld kB, peak %ld kB (+%ld)",
+	       FLOOD_PACKETS, FLOOD_SIZE, (long long)(derpc_now_ms() - t0), worst, rss0, peak,
+	       peak - rss0);
+	EXPECT_GE(FLOOD_MAX_RTT_MS, worst);
+	EXPECT_GT(FLOOD_MAX_GROWTH_KB, peak - rss0);
+	derpc_close(&s);
+	derpc_close(&r);
+	check_healthy(_metadata, e);
+}
+
+#define CHURN_CONNS 5000
+#define CHURN_WINDOW 32
+
+/*
+ * 5,000 connections opened and closed, some bare, some after the upgrade,
+ * some after the full handshake; the server's fd count must come back.
+ */
+TEST_F_TIMEOUT(load, connection_churn, 90)
+{
+	struct env *e = &self->e;
+	struct derpc ring[CHURN_WINDOW];
+	int base, now = -1, peak = 0;
+	int64_t t0, t1;
+
+	for (int i = 0; i < CHURN_WINDOW; i++)
+		derpc_init(&ring[i], NULL);
+	base = dd_fd_count(&e->d);
+	ASSERT_LT(0, base);
+	t0 = derpc_now_ms();
+	for (int i = 0; i < CHURN_CONNS; i++) {
+		struct derpc *c = &ring[i % CHURN_WINDOW];
+		int err;
+
+		derpc_close(c);
+		switch (i % 5) {
+		case 0:
+		case 1:
+			err = dd_dial(&e->d, c);
+			break;
+		case 2:
+		case 3:
+			err = dd_upgraded(&e->d, c);
+			break;
+		default:
+			err = dd_connect(&e->d, c);
+			break;
+		}
+		ASSERT_EQ(0, err);
+		if (i % 1000 == 999) {
+			int n = dd_fd_count(&e->d);
+
+			if (n > peak)
+				peak = n;
+		}
+		ASSERT_GT(60000, derpc_now_ms() - t0);
+	}
+	for (int i = 0; i < CHURN_WINDOW; i++)
+		derpc_close(&ring[i]);
+	t1 = derpc_now_ms();
+	for (int i = 0; i < 250; i++) {
+		now = dd_fd_count(&e->d);
+		if (now <= base)
+			break;
+		usleep(20000);
+	}
+	TH_LOG("%d connections in %lld ms; server fds: %d before, peak %d, %d after (%lld ms)",
+	       CHURN_CONNS, (long long)(t1 - t0), base, peak, now,
+	       (long long)(derpc_now_ms() - t1));
+	ASSERT_GE(base, now);
+	check_healthy(_metadata, e);
+}
+
+TEST_HARNESS_MAIN
