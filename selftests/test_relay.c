@@ -1,0 +1,421 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_relay.c - what a well-behaved client sees: the upgrade response byte
+ * for byte, ServerInfo, packet relay with the source key, ping/pong, the
+ * PeerGone rules, frames sent before ServerInfo, fast start, and the small
+ * HTTP endpoints (426, probe, generate_204, home page).
+ *
+ * Each test runs against its own server (derp_daemon.h); the expected values
+ * are Go derper's behaviour (run with KDERP_DAEMON=path/to/derper to check).
+ */
+#include "harness.h"
+#include "derpc.h"
+#include "derp_daemon.h"
+
+#define WAIT_MS 3000
+
+FIXTURE(relay)
+{
+	struct derp_daemon d;
+	struct derpc a, b;
+};
+
+FIXTURE_SETUP(relay)
+{
+	int err;
+
+	signal(SIGPIPE, SIG_IGN);
+	derpc_init(&self->a, NULL);
+	derpc_init(&self->b, NULL);
+	err = dd_start(&self->d, NULL);
+	if (err == -ENOENT)
+		TH_LOG("no server binary: set KDERP_OUTPUT (make test does) or KDERP_DAEMON");
+	ASSERT_EQ(0, err);
+	ASSERT_EQ(0, dd_connect(&self->d, &self->a));
+	ASSERT_EQ(0, dd_connect(&self->d, &self->b));
+}
+
+FIXTURE_TEARDOWN(relay)
+{
+	if (_metadata->failed)
+		dd_dump_log(&self->d, 30);
+	derpc_close(&self->a);
+	derpc_close(&self->b);
+	dd_stop(&self->d);
+}
+
+/*
+ * Read frames until one of the wanted type arrives (0 and its payload) or
+ * the time is up. Frames of other types are skipped; a PeerGone among them
+ * is reported through *saw_gone when asked.
+ */
+static int recv_type(struct derpc *c, uint8_t want, uint8_t *buf, size_t cap, size_t *len,
+		     int timeout_ms)
+{
+	int64_t deadline = derpc_now_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t left = deadline - derpc_now_ms();
+		uint8_t type;
+		int err;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		err = derpc_recv_frame(c, &type, buf, cap, len, (int)left);
+		if (err)
+			return err;
+		if (type == want)
+			return 0;
+	}
+}
+
+TEST_F(relay, server_info_is_version_2)
+{
+	ASSERT_STREQ("{\"version\":2}", self->a.server_info);
+	ASSERT_EQ(13, self->a.server_info_len);
+}
+
+TEST_F(relay, upgrade_response_exact)
+{
+	char hex[2 * DERP_KEY_LEN + 1], want[512];
+
+	derpc_key_hex(self->a.server_pub, hex);
+	snprintf(want, sizeof(want),
+		 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
+		 "Derp-Version: 2\r\nDerp-Public-Key: %s\r\n\r\n",
+		 hex);
+	ASSERT_EQ(101, self->a.http_status);
+	ASSERT_STREQ(want, self->a.http_head);
+	/* same server key for everybody */
+	ASSERT_EQ(0, memcmp(self->a.server_pub, self->b.server_pub, DERP_KEY_LEN));
+}
+
+TEST_F(relay, a_to_b_with_source_key)
+{
+	uint8_t pkt[1200], got[1300], src[DERP_KEY_LEN];
+	size_t n = 0;
+
+	randombytes_buf(pkt, sizeof(pkt));
+	ASSERT_EQ(0, derpc_send_packet(&self->a, self->b.key.pub, pkt, sizeof(pkt)));
+	ASSERT_EQ(0, derpc_recv_packet(&self->b, src, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(sizeof(pkt), n);
+	ASSERT_EQ(0, memcmp(src, self->a.key.pub, DERP_KEY_LEN));
+	ASSERT_EQ(0, memcmp(got, pkt, n));
+}
+
+TEST_F(relay, largest_packet_b_to_a)
+{
+	size_t big = DERP_MAX_PACKET_SIZE, n = 0;
+	uint8_t *p = malloc(big), *q = malloc(big);
+	uint8_t src[DERP_KEY_LEN];
+
+	ASSERT_NE(NULL, p);
+	ASSERT_NE(NULL, q);
+	randombytes_buf(p, big);
+	ASSERT_EQ(0, derpc_send_packet(&self->b, self->a.key.pub, p, big));
+	ASSERT_EQ(0, derpc_recv_packet(&self->a, src, q, big, &n, WAIT_MS));
+	ASSERT_EQ(big, n);
+	ASSERT_EQ(0, memcmp(src, self->b.key.pub, DERP_KEY_LEN));
+	ASSERT_EQ(0, memcmp(p, q, big));
+	free(p);
+	free(q);
+}
+
+TEST_F(relay, unknown_frame_types_are_skipped)
+{
+	uint8_t junk[3000], pkt[64], got[128], src[DERP_KEY_LEN];
+	size_t n = 0;
+
+	randombytes_buf(junk, sizeof(junk));
+	randombytes_buf(pkt, sizeof(pkt));
+	ASSERT_EQ(0, derpc_write_frame(&self->a, 0x30, junk, sizeof(junk), WAIT_MS));
+	ASSERT_EQ(0, derpc_write_frame(&self->a, 0x30, NULL, 0, WAIT_MS));
+	ASSERT_EQ(0, derpc_write_frame(&self->a, 0xff, junk, 77, WAIT_MS));
+	/* a client Pong is just another unknown frame to the server */
+	ASSERT_EQ(0, derpc_write_frame(&self->a, DERP_FRAME_PONG, junk, 8, WAIT_MS));
+	ASSERT_EQ(0, derpc_send_packet(&self->a, self->b.key.pub, pkt, sizeof(pkt)));
+	ASSERT_EQ(0, derpc_recv_packet(&self->b, src, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(sizeof(pkt), n);
+	ASSERT_EQ(0, memcmp(got, pkt, n));
+	ASSERT_EQ(0, memcmp(src, self->a.key.pub, DERP_KEY_LEN));
+}
+
+TEST_F(relay, ping_8_bytes_gets_pong)
+{
+	static const uint8_t data[8] = {1, 2, 3, 4, 5, 6, 7, 42};
+	uint8_t got[16];
+	size_t n = 0;
+
+	ASSERT_EQ(0, derpc_ping(&self->a, data));
+	ASSERT_EQ(0, recv_type(&self->a, DERP_FRAME_PONG, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(8, n);
+	ASSERT_EQ(0, memcmp(got, data, 8));
+}
+
+TEST_F(relay, ping_100_bytes_pong_has_first_8)
+{
+	uint8_t data[100], got[128];
+	size_t n = 0;
+
+	randombytes_buf(data, sizeof(data));
+	ASSERT_EQ(0, derpc_write_frame(&self->a, DERP_FRAME_PING, data, sizeof(data), WAIT_MS));
+	ASSERT_EQ(0, recv_type(&self->a, DERP_FRAME_PONG, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(8, n);
+	ASSERT_EQ(0, memcmp(got, data, 8));
+	/* the 92 extra bytes were consumed, not parsed as frames: still usable */
+	data[0] ^= 0xff;
+	ASSERT_EQ(0, derpc_ping(&self->a, data));
+	ASSERT_EQ(0, recv_type(&self->a, DERP_FRAME_PONG, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(0, memcmp(got, data, 8));
+}
+
+TEST_F(relay, frames_before_server_info_are_processed)
+{
+	uint8_t buf[1024], pkt[40], got[64], src[DERP_KEY_LEN], ping[8];
+	struct derpc_opts o;
+	struct derpc c;
+	size_t off = 0, n = 0;
+	int ci;
+
+	dd_opts(&self->d, &o);
+	ASSERT_EQ(0, dd_upgraded(&self->d, &c));
+	randombytes_buf(pkt, sizeof(pkt));
+	randombytes_buf(ping, sizeof(ping));
+	/* ClientInfo, NotePreferred, SendPacket and Ping in one write */
+	ci = derpc_build_client_info(&c.key, c.server_pub, DERPC_CLIENT_INFO_JSON,
+				     buf + DERP_FRAME_HEADER_LEN, 512);
+	ASSERT_LT(0, ci);
+	derpc_put_header(buf, DERP_FRAME_CLIENT_INFO, (uint32_t)ci);
+	off = DERP_FRAME_HEADER_LEN + (size_t)ci;
+	derpc_put_header(buf + off, DERP_FRAME_NOTE_PREFERRED, 1);
+	buf[off + DERP_FRAME_HEADER_LEN] = 1;
+	off += DERP_FRAME_HEADER_LEN + 1;
+	derpc_put_header(buf + off, DERP_FRAME_SEND_PACKET, DERP_KEY_LEN + sizeof(pkt));
+	memcpy(buf + off + DERP_FRAME_HEADER_LEN, self->b.key.pub, DERP_KEY_LEN);
+	memcpy(buf + off + DERP_FRAME_HEADER_LEN + DERP_KEY_LEN, pkt, sizeof(pkt));
+	off += DERP_FRAME_HEADER_LEN + DERP_KEY_LEN + sizeof(pkt);
+	derpc_put_header(buf + off, DERP_FRAME_PING, 8);
+	memcpy(buf + off + DERP_FRAME_HEADER_LEN, ping, 8);
+	off += DERP_FRAME_HEADER_LEN + 8;
+	ASSERT_EQ(0, derpc_write_raw(&c, buf, off, WAIT_MS));
+	/* ServerInfo is still the first frame after ServerKey */
+	ASSERT_EQ(0, derpc_read_server_info(&c, WAIT_MS));
+	ASSERT_STREQ("{\"version\":2}", c.server_info);
+	ASSERT_EQ(0, recv_type(&c, DERP_FRAME_PONG, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(0, memcmp(got, ping, 8));
+	ASSERT_EQ(0, derpc_recv_packet(&self->b, src, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(sizeof(pkt), n);
+	ASSERT_EQ(0, memcmp(src, c.key.pub, DERP_KEY_LEN));
+	ASSERT_EQ(0, memcmp(got, pkt, n));
+	derpc_close(&c);
+}
+
+TEST_F(relay, not_here_only_for_disco)
+{
+	struct derpc_keypair k1, k2;
+	uint8_t plain[100], disco[DERP_DISCO_MIN_LEN], got[64], ping[8];
+	int64_t deadline;
+	bool gone_k2 = false;
+
+	derpc_keygen(&k1);
+	derpc_keygen(&k2);
+	memset(plain, 0x11, sizeof(plain));
+	derpc_fill_disco(disco, sizeof(disco));
+	randombytes_buf(ping, sizeof(ping));
+	/* non-disco to an unknown key: dropped, nothing comes back */
+	ASSERT_EQ(0, derpc_send_packet(&self->a, k1.pub, plain, sizeof(plain)));
+	ASSERT_EQ(0, derpc_ping(&self->a, ping));
+	ASSERT_EQ(0, derpc_send_packet(&self->a, k2.pub, disco, sizeof(disco)));
+	deadline = derpc_now_ms() + WAIT_MS;
+	while (!gone_k2 || derpc_now_ms() < deadline - WAIT_MS + 500) {
+		int64_t left = deadline - derpc_now_ms();
+		uint8_t type;
+		size_t n = 0;
+		int err;
+
+		if (left <= 0)
+			break;
+		err = derpc_recv_frame(&self->a, &type, got, sizeof(got), &n, (int)left);
+		if (err == -ETIMEDOUT)
+			break;
+		ASSERT_EQ(0, err);
+		if (type != DERP_FRAME_PEER_GONE)
+			continue;
+		ASSERT_EQ(DERP_KEY_LEN + 1, n);
+		ASSERT_NE(0, memcmp(got, k1.pub, DERP_KEY_LEN)); /* never for non-disco */
+		ASSERT_EQ(0, memcmp(got, k2.pub, DERP_KEY_LEN));
+		ASSERT_EQ(DERP_PEER_GONE_NOT_HERE, got[DERP_KEY_LEN]);
+		gone_k2 = true;
+	}
+	ASSERT_TRUE(gone_k2);
+}
+
+TEST_F(relay, peer_gone_to_former_correspondent)
+{
+	uint8_t pkt[32], got[64], src[DERP_KEY_LEN], a_pub[DERP_KEY_LEN];
+	struct derpc c;
+	size_t n = 0;
+	int64_t deadline;
+	int err;
+
+	derpc_init(&c, NULL);
+	ASSERT_EQ(0, dd_connect(&self->d, &c));
+	memcpy(a_pub, self->a.key.pub, DERP_KEY_LEN);
+	randombytes_buf(pkt, sizeof(pkt));
+	ASSERT_EQ(0, derpc_send_packet(&self->a, self->b.key.pub, pkt, sizeof(pkt)));
+	ASSERT_EQ(0, derpc_recv_packet(&self->b, src, got, sizeof(got), &n, WAIT_MS));
+	derpc_close(&self->a);
+	ASSERT_EQ(0, recv_type(&self->b, DERP_FRAME_PEER_GONE, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(DERP_KEY_LEN + 1, n);
+	ASSERT_EQ(0, memcmp(got, a_pub, DERP_KEY_LEN));
+	ASSERT_EQ(DERP_PEER_GONE_DISCONNECTED, got[DERP_KEY_LEN]);
+	/* C never heard from A: no PeerGone for it */
+	deadline = derpc_now_ms() + 500;
+	for (;;) {
+		int64_t left = deadline - derpc_now_ms();
+		uint8_t type;
+
+		if (left <= 0)
+			break;
+		err = derpc_recv_frame(&c, &type, got, sizeof(got), &n, (int)left);
+		if (err == -ETIMEDOUT)
+			break;
+		ASSERT_EQ(0, err);
+		ASSERT_NE(DERP_FRAME_PEER_GONE, type);
+	}
+	derpc_close(&c);
+}
+
+TEST_F(relay, fast_start_has_no_101)
+{
+	struct derpc_opts o;
+	struct derpc c;
+	const uint8_t *rest;
+	size_t n;
+
+	dd_opts(&self->d, &o);
+	o.fast_start = true;
+	derpc_init(&c, NULL);
+	ASSERT_EQ(0, derpc_dial(&c, &o));
+	ASSERT_EQ(0, derpc_send_upgrade(&c, &o));
+	/* the very first bytes are the ServerKey frame, not "HTTP/1.1" */
+	ASSERT_EQ(0, derpc_read_server_key(&c, WAIT_MS));
+	ASSERT_EQ(0, memcmp(c.server_pub, self->a.server_pub, DERP_KEY_LEN));
+	ASSERT_EQ(0, derpc_send_client_info(&c, NULL));
+	ASSERT_EQ(0, derpc_read_server_info(&c, WAIT_MS));
+	ASSERT_STREQ("{\"version\":2}", c.server_info);
+	rest = derpc_buffered(&c, &n);
+	(void)rest;
+	ASSERT_EQ(0, n);
+	ASSERT_LE(0, dd_relay_once(&c, &self->a, WAIT_MS));
+	derpc_close(&c);
+}
+
+/* ---- plain HTTP endpoints ---- */
+
+static int http_get(struct __test_metadata *_metadata, const struct derp_daemon *d,
+		    const char *method, const char *path, const char *headers,
+		    struct derpc_http_resp *r)
+{
+	struct derpc_opts o;
+	char req[1024];
+
+	dd_opts(d, &o);
+	snprintf(req, sizeof(req),
+		 "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n%sConnection: close\r\n\r\n", method,
+		 path, d->port, headers ? headers : "");
+	return derpc_http_request(&o, req, r);
+}
+
+TEST_F(relay, derp_without_upgrade_is_426)
+{
+	struct derpc_http_resp r;
+
+	ASSERT_EQ(0, http_get(_metadata, &self->d, "GET", "/derp", NULL, &r));
+	EXPECT_EQ(426, r.status);
+	EXPECT_STREQ("DERP requires connection upgrade\n", r.body);
+	derpc_http_resp_free(&r);
+}
+
+TEST_F(relay, probe_endpoints)
+{
+	static const char *const paths[] = {"/derp/probe", "/derp/latency-check"};
+	struct derpc_http_resp r;
+	char v[64];
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		ASSERT_EQ(0, http_get(_metadata, &self->d, "GET", paths[i], NULL, &r));
+		EXPECT_EQ(200, r.status);
+		EXPECT_EQ(0, r.body_len);
+		EXPECT_EQ(0,
+			  derpc_http_header(r.head, "Access-Control-Allow-Origin", v, sizeof(v)));
+		EXPECT_STREQ("*", v);
+		derpc_http_resp_free(&r);
+		ASSERT_EQ(0, http_get(_metadata, &self->d, "HEAD", paths[i], NULL, &r));
+		EXPECT_EQ(200, r.status);
+		derpc_http_resp_free(&r);
+		ASSERT_EQ(0,
+			  http_get(_metadata, &self->d, "POST", paths[i], "Content-Length: 0\r\n",
+				   &r));
+		EXPECT_EQ(405, r.status);
+		derpc_http_resp_free(&r);
+	}
+}
+
+TEST_F(relay, generate_204_challenge)
+{
+	static const struct {
+		const char *challenge; /* NULL: no header */
+		bool answered;
+	} cases[] = {
+		{NULL, false},
+		{"ts_127.0.0.1", true},
+		{"A-Za-z0-9._:-", true},
+		{"bad challenge", false},
+		{"bad/slash", false},
+		{"0123456789012345678901234567890123456789012345678901234567890123", true},
+		{"01234567890123456789012345678901234567890123456789012345678901234", false},
+	};
+	struct derpc_http_resp r;
+	char hdr[256], v[256], want[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		hdr[0] = 0;
+		if (cases[i].challenge)
+			snprintf(hdr, sizeof(hdr), "X-Tailscale-Challenge: %s\r\n",
+				 cases[i].challenge);
+		ASSERT_EQ(0, http_get(_metadata, &self->d, "GET", "/generate_204", hdr, &r));
+		EXPECT_EQ(204, r.status);
+		EXPECT_EQ(0, r.body_len);
+		if (cases[i].answered) {
+			snprintf(want, sizeof(want), "response %s", cases[i].challenge);
+			EXPECT_EQ(0,
+				  derpc_http_header(r.head, "X-Tailscale-Response", v, sizeof(v)));
+			EXPECT_STREQ(want, v);
+		} else {
+			EXPECT_EQ(-ENOENT,
+				  derpc_http_header(r.head, "X-Tailscale-Response", v, sizeof(v)));
+		}
+		if (_metadata->failed)
+			TH_LOG("case %zu: challenge %s", i,
+			       cases[i].challenge ? cases[i].challenge : "(none)");
+		derpc_http_resp_free(&r);
+		ASSERT_FALSE(_metadata->failed);
+	}
+}
+
+TEST_F(relay, unknown_path_is_home_page)
+{
+	static const char *const paths[] = {"/", "/no/such/page", "/derp/", "/derp/foo"};
+	struct derpc_http_resp r;
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		ASSERT_EQ(0, http_get(_metadata, &self->d, "GET", paths[i], NULL, &r));
+		if (r.status != 200)
+			TH_LOG("%s: status %d", paths[i], r.status);
+		EXPECT_EQ(200, r.status);
+		derpc_http_resp_free(&r);
+	}
+}
+
+TEST_HARNESS_MAIN
