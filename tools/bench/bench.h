@@ -24,7 +24,6 @@ struct bench_target {
 	const char *ca_file; /* verify the server against this CA; NULL = no verification */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
-	SSL_CTX *ssl_ctx;
 };
 
 /* One DERP client connection after the handshake. */
@@ -36,7 +35,7 @@ struct bench_link {
 };
 
 /**
- * bench_target_init() - resolve @host:@port and set up TLS if asked.
+ * bench_target_init() - resolve @host:@port (for the loopback check).
  * Returns 0 or -errno; @err gets a message on failure.
  */
 int bench_target_init(struct bench_target *t, char *err, size_t errlen);
@@ -44,8 +43,8 @@ void bench_target_fini(struct bench_target *t);
 
 /**
  * bench_dial() - connect, upgrade to DERP and complete the handshake
- * (ServerKey, ClientInfo, ServerInfo) with a fresh key. The socket is left
- * blocking; the caller switches it to non-blocking. Returns 0 or -errno with
+ * (ServerKey, ClientInfo, ServerInfo) with a fresh key, using derpc. The
+ * socket is non-blocking. Returns 0 or -errno with
  * a message in @err.
  */
 int bench_dial(struct bench_target *t, struct bench_link *l, char *err, size_t errlen);

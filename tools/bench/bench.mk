@@ -8,6 +8,7 @@
 
 BENCH_SRCS := tools/bench/kderp-bench.c tools/bench/bench-link.c
 BENCH_OBJS := $(patsubst tools/bench/%.c,$(OUTPUT)/bench/%.o,$(BENCH_SRCS))
+BENCH_LINK := $(BENCH_OBJS) $(DERPC_OBJS)
 CEILING_OBJS := $(OUTPUT)/bench/ceiling-relay.o
 
 BINS += $(OUTPUT)/kderp-bench
@@ -20,7 +21,7 @@ $(OUTPUT)/bench/%.o: tools/bench/%.c | $(OUTPUT)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -Itools -Itools/bench -c $< -o $@
 
-$(OUTPUT)/kderp-bench: $(BENCH_OBJS)
+$(OUTPUT)/kderp-bench: $(BENCH_LINK)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
 

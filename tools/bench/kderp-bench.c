@@ -75,6 +75,7 @@ struct opts {
 	bool ramp;
 	double ramp_from, ramp_factor, ramp_to;
 	double max_loss_pct;
+	double pace_us;
 };
 
 static struct opts o = {
@@ -347,6 +348,7 @@ struct worker {
 	double pps_per_pair; /* 0 = unlimited */
 	uint64_t t_end;
 	uint64_t drain_max_ns;
+	uint64_t pace_ns; /* rate mode: sleep between token refills */
 	uint64_t syscalls;
 };
 
@@ -609,8 +611,8 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct epoll_event evs[256];
-	uint64_t now = now_ns(), last_rx_total = 0, last_progress;
-	bool draining = false;
+	uint64_t now = now_ns(), last_rx_total = 0, last_progress, next_pump = now;
+	bool draining = false, refill, rate = w->pps_per_pair > 0;
 	int i;
 
 	for (i = 0; i < w->npairs; i++) {
@@ -641,24 +643,29 @@ static void *worker_main(void *arg)
 			    now >= w->t_end + w->drain_max_ns)
 				break;
 		}
+		/*
+		 * Rate mode refills only every pace_ns, so that receive wake-ups in
+		 * between do not turn into one-frame writes.
+		 */
+		refill = !draining && (!rate || now >= next_pump);
+		if (refill && rate)
+			next_pump = next_pump + w->pace_ns > now ? next_pump + w->pace_ns
+								 : now + w->pace_ns;
 		for (i = 0; i < w->npairs; i++) {
 			struct pair *p = w->pairs[i];
 
-			sender_pump(w, p, now, !draining);
-			if (!p->snd.blocked && (p->pend_len || (!draining && w->pps_per_pair <= 0)))
+			if (p->snd.blocked || (!refill && !p->pend_len))
+				continue;
+			sender_pump(w, p, now, refill);
+			if (!p->snd.blocked && (p->pend_len || (!draining && !rate)))
 				busy = true;
 		}
 		if (!busy) {
-			/* sleep until the next token (rate mode) or an event */
+			/* sleep until the next refill (rate mode) or an event */
 			uint64_t wait = draining ? 10000000ull : 1000000ull;
 
-			if (!draining && w->pps_per_pair > 0) {
-				double per = 1e9 / (w->pps_per_pair * w->npairs);
-
-				wait = per < 20000 ? 20000 : (uint64_t)per;
-				if (wait > 1000000)
-					wait = 1000000;
-			}
+			if (!draining && rate)
+				wait = next_pump > now ? next_pump - now : 0;
 			if (!draining && now + wait > w->t_end)
 				wait = w->t_end > now ? w->t_end - now : 0;
 			ts.tv_sec = (time_t)(wait / 1000000000ull);
@@ -886,7 +893,7 @@ static int relay_step(double target_mbps, double secs, struct result *r)
 	struct pair_snap *snap;
 	struct hist *h;
 	struct probe p0, p1;
-	double pps_pair = 0, bcpu0;
+	double pps_pair = 0, bcpu0, pace = 0;
 	uint64_t t0, t_end;
 	int i;
 
@@ -914,8 +921,22 @@ static int relay_step(double target_mbps, double secs, struct result *r)
 	bcpu0 = bench_cpu();
 	t0 = now_ns();
 	t_end = t0 + (uint64_t)(secs * 1e9);
+	if (pps_pair > 0) {
+		/*
+		 * Pacing: latency mode refills for about one packet per pair, the
+		 * throughput modes for about four, so writes stay batched without
+		 * bursts that would overflow a 32-packet relay queue.
+		 */
+		double frames = o.mode == MODE_LATENCY ? 1.0 : 4.0;
+
+		pace = frames * 1e9 / pps_pair;
+		if (o.pace_us > 0)
+			pace = o.pace_us * 1000.0;
+		pace = fmin(fmax(pace, o.mode == MODE_LATENCY ? 10000.0 : 50000.0), 500000.0);
+	}
 	for (i = 0; i < o.threads; i++) {
 		g_workers[i].pps_per_pair = pps_pair;
+		g_workers[i].pace_ns = (uint64_t)pace;
 		g_workers[i].t_end = t_end;
 		g_workers[i].drain_max_ns = 2000000000ull;
 		pthread_create(&g_workers[i].th, NULL, worker_main, &g_workers[i]);
@@ -1397,6 +1418,7 @@ static void usage(FILE *f)
 		"      --label NAME         server name in reports (default server)\n"
 		"      --scenario NAME      scenario name in JSON\n"
 		"      --json FILE          append results as a JSON array to FILE\n"
+		"      --pace-us US         rate mode: token refill interval (default: auto)\n"
 		"      --allow-remote       allow a target outside loopback/private netns\n"
 		"exit: 0 ok, 1 usage, 2 connect/handshake refused, 3 failed mid-run\n",
 		PAYLOAD_MIN);
@@ -1460,7 +1482,8 @@ int main(int argc, char **argv)
 		O_LABEL,
 		O_SCEN,
 		O_JSON,
-		O_REMOTE
+		O_REMOTE,
+		O_PACE
 	};
 	static const struct option lo[] = {
 		{"server", required_argument, NULL, 's'},
@@ -1572,6 +1595,9 @@ int main(int argc, char **argv)
 			break;
 		case O_REMOTE:
 			o.allow_remote = true;
+			break;
+		case O_PACE:
+			o.pace_us = atof(optarg);
 			break;
 		case 'h':
 			usage(stdout);
