@@ -43,10 +43,11 @@ PKGS := libbpf libsodium openssl jansson libnl-3.0 libnl-route-3.0
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 WARNFLAGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
 	-Wno-missing-field-initializers
 CFLAGS ?= -O2 -g
-ALL_CFLAGS = $(CFLAGS) $(WARNFLAGS) $(SANFLAGS) -std=gnu11 -D_GNU_SOURCE -pthread \
+ALL_CFLAGS = $(CFLAGS) $(WARNFLAGS) $(SANFLAGS) -std=gnu11 -D_GNU_SOURCE -pthread -DKDERP_VERSION='"$(VERSION)"' \
 	-Iinclude -I$(OUTPUT) -I$(OUTPUT)/kern $(PKG_CFLAGS) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -pthread
 LDLIBS_ALL = $(PKG_LIBS) -lhttp_parser -lwslay -lelf -lz -lm

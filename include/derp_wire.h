@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * derp_wire.h - DERP protocol v2 wire constants (see Documentation/protocol.md).
+ * Shared by the daemon, the tools and the selftests.
+ */
+#ifndef KDERP_DERP_WIRE_H
+#define KDERP_DERP_WIRE_H
+
+#define DERP_MAGIC "DERP\xf0\x9f\x94\x91" /* "DERP" + U+1F511, 8 bytes */
+#define DERP_MAGIC_LEN 8
+#define DERP_PROTOCOL_VERSION 2
+#define DERP_FRAME_HDR_LEN 5 /* type (1) + big-endian length (4) */
+#define DERP_KEY_LEN 32
+#define DERP_NONCE_LEN 24
+#define DERP_BOX_OVERHEAD 16
+#define DERP_MAX_PACKET_SIZE 65536
+#define DERP_MAX_CLIENTINFO_LEN (256 * 1024)
+#define DERP_MIN_CLIENTINFO_LEN (DERP_KEY_LEN + DERP_NONCE_LEN)
+#define DERP_MAX_SENDPACKET_LEN (DERP_KEY_LEN + DERP_MAX_PACKET_SIZE)
+#define DERP_MAX_FWDPACKET_LEN (2 * DERP_KEY_LEN + DERP_MAX_PACKET_SIZE)
+#define DERP_PING_LEN 8
+#define DERP_MAX_PING_LEN 1000
+#define DERP_PEER_PRESENT_LEN 51
+#define DERP_KEEPALIVE_SEC 60
+
+enum derp_frame_type {
+	DERP_FRAME_SERVER_KEY = 0x01,
+	DERP_FRAME_CLIENT_INFO = 0x02,
+	DERP_FRAME_SERVER_INFO = 0x03,
+	DERP_FRAME_SEND_PACKET = 0x04,
+	DERP_FRAME_RECV_PACKET = 0x05,
+	DERP_FRAME_KEEP_ALIVE = 0x06,
+	DERP_FRAME_NOTE_PREFERRED = 0x07,
+	DERP_FRAME_PEER_GONE = 0x08,
+	DERP_FRAME_PEER_PRESENT = 0x09,
+	DERP_FRAME_FORWARD_PACKET = 0x0a,
+	DERP_FRAME_WATCH_CONNS = 0x10,
+	DERP_FRAME_CLOSE_PEER = 0x11,
+	DERP_FRAME_PING = 0x12,
+	DERP_FRAME_PONG = 0x13,
+	DERP_FRAME_HEALTH = 0x14,
+	DERP_FRAME_RESTARTING = 0x15,
+};
+
+enum derp_peer_gone_reason {
+	DERP_PEER_GONE_DISCONNECTED = 0x00,
+	DERP_PEER_GONE_NOT_HERE = 0x01,
+};
+
+enum derp_peer_present_flags {
+	DERP_PEER_PRESENT_REGULAR = 0x01,
+	DERP_PEER_PRESENT_MESH = 0x02,
+	DERP_PEER_PRESENT_PROBER = 0x04,
+	DERP_PEER_PRESENT_NOT_IDEAL = 0x08,
+};
+
+/* Disco packets: at least 62 bytes, starting with "TS" + U+1F4AC. */
+#define DERP_DISCO_MAGIC "TS\xf0\x9f\x92\xac"
+#define DERP_DISCO_MAGIC_LEN 6
+#define DERP_DISCO_MIN_LEN (DERP_DISCO_MAGIC_LEN + DERP_KEY_LEN + DERP_NONCE_LEN)
+
+#endif /* KDERP_DERP_WIRE_H */

@@ -1,0 +1,509 @@
+// SPDX-License-Identifier: MIT
+/* web.c - derper's HTTP mux: /derp, probes, /generate_204, home, /debug/. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "server.h"
+#include "tls.h"
+#include "util.h"
+#include "web.h"
+
+#define BROWSER_HEADERS                                                                     \
+	"Strict-Transport-Security: max-age=63072000; includeSubDomains\r\n"                \
+	"Content-Security-Policy: default-src 'self'; frame-ancestors 'none'; form-action " \
+	"'self'; base-uri 'self'; block-all-mixed-content; object-src 'none'\r\n"           \
+	"X-Frame-Options: DENY\r\n"                                                         \
+	"X-Content-Type-Options: nosniff\r\n"
+
+struct strbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct strbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		size_t room = b->cap - b->len;
+
+		va_start(ap, fmt);
+		n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if (b->p && (size_t)n < room) {
+			b->len += n;
+			return;
+		}
+		size_t ncap = b->cap ? b->cap * 2 : 4096;
+		while (ncap < b->len + n + 1)
+			ncap *= 2;
+		char *np = realloc(b->p, ncap);
+		if (!np) {
+			b->oom = true;
+			return;
+		}
+		b->p = np;
+		b->cap = ncap;
+	}
+}
+
+static struct pkt *response(int status, const char *reason, const char *headers, const char *body,
+			    size_t blen, bool head_only)
+{
+	char hdr[2048];
+	int n = snprintf(hdr, sizeof(hdr),
+			 "HTTP/1.1 %d %s\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+			 status, reason, headers, blen);
+	struct pkt *p;
+
+	if (n < 0 || n >= (int)sizeof(hdr))
+		return NULL;
+	if (head_only)
+		blen = 0;
+	p = pkt_new(n + blen, PKT_RAW);
+	if (!p)
+		return NULL;
+	memcpy(p->data, hdr, n);
+	if (blen)
+		memcpy(p->data + n, body, blen);
+	return p;
+}
+
+struct pkt *web_simple_response(int status, const char *reason, const char *ctype, const char *body)
+{
+	char h[256];
+
+	snprintf(h, sizeof(h), "Content-Type: %s\r\nX-Content-Type-Options: nosniff\r\n", ctype);
+	return response(status, reason, h, body, strlen(body), false);
+}
+
+/* ---- /debug access ---- */
+
+struct cidr {
+	int family;
+	uint8_t addr[16];
+	int bits;
+};
+static struct cidr debug_allow[32];
+static int ndebug_allow;
+
+int web_set_debug_allow(const char *cidrs)
+{
+	char buf[1024], *save = NULL, *tok;
+
+	if (!cidrs || !*cidrs)
+		return 0;
+	snprintf(buf, sizeof(buf), "%s", cidrs);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct cidr *c = &debug_allow[ndebug_allow];
+		char *slash = strchr(tok, '/');
+
+		while (*tok == ' ')
+			tok++;
+		if (ndebug_allow == (int)ARRAY_SIZE(debug_allow))
+			return -E2BIG;
+		if (slash)
+			*slash = 0;
+		if (inet_pton(AF_INET, tok, c->addr) == 1) {
+			c->family = AF_INET;
+			c->bits = slash ? atoi(slash + 1) : 32;
+			if (c->bits < 0 || c->bits > 32)
+				return -EINVAL;
+		} else if (inet_pton(AF_INET6, tok, c->addr) == 1) {
+			c->family = AF_INET6;
+			c->bits = slash ? atoi(slash + 1) : 128;
+			if (c->bits < 0 || c->bits > 128)
+				return -EINVAL;
+		} else {
+			return -EINVAL;
+		}
+		ndebug_allow++;
+	}
+	return 0;
+}
+
+static bool prefix_match(const uint8_t *a, const uint8_t *b, int bits)
+{
+	int full = bits / 8, rest = bits % 8;
+
+	if (memcmp(a, b, full) != 0)
+		return false;
+	if (rest) {
+		uint8_t mask = (uint8_t)(0xff << (8 - rest));
+
+		return (a[full] & mask) == (b[full] & mask);
+	}
+	return true;
+}
+
+static bool debug_allowed(const struct conn *c, const struct http_req *req)
+{
+	uint8_t v4[4], v6[16];
+	bool is4 = false;
+
+	if (c->addr.ss_family == AF_INET) {
+		memcpy(v4, &((const struct sockaddr_in *)&c->addr)->sin_addr, 4);
+		is4 = true;
+	} else {
+		memcpy(v6, &((const struct sockaddr_in6 *)&c->addr)->sin6_addr, 16);
+		if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)v6)) {
+			memcpy(v4, v6 + 12, 4);
+			is4 = true;
+		}
+	}
+	if (!req->has_xff) {
+		if (is4 && v4[0] == 127)
+			return true;
+		if (!is4 && IN6_IS_ADDR_LOOPBACK((struct in6_addr *)v6))
+			return true;
+	}
+	for (int i = 0; i < ndebug_allow; i++) {
+		const struct cidr *a = &debug_allow[i];
+
+		if (a->family == AF_INET && is4 && prefix_match(a->addr, v4, a->bits))
+			return true;
+		if (a->family == AF_INET6 && !is4 && prefix_match(a->addr, v6, a->bits))
+			return true;
+	}
+	return false;
+}
+
+/* ---- /debug/varz ---- */
+
+struct varz_ext {
+	web_varz_fn fn;
+	const void *arg;
+};
+static struct varz_ext varz_exts[8];
+static int nvarz_exts;
+
+void web_add_varz(web_varz_fn fn, const void *arg)
+{
+	if (nvarz_exts < (int)ARRAY_SIZE(varz_exts))
+		varz_exts[nvarz_exts++] = (struct varz_ext){fn, arg};
+}
+
+static long count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	long n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the directory's own fd */
+}
+
+static long rss_bytes(void)
+{
+	char *s = read_file("/proc/self/statm", 256, NULL);
+	long pages = 0, rss = 0;
+
+	if (!s)
+		return 0;
+	if (sscanf(s, "%ld %ld", &pages, &rss) != 2)
+		rss = 0;
+	free(s);
+	return rss * sysconf(_SC_PAGESIZE);
+}
+
+char *web_varz(struct server *s, size_t *len)
+{
+	static const char *const rtt_names[NRTT_BUCKETS] = {
+		"10ms", "20ms", "50ms", "100ms", "150ms", "250ms", "500ms", "inf", "error"};
+	struct strbuf b = {0};
+	struct worker_stats st;
+	struct server_gauges g;
+	double avgq = 0;
+	char ext[8192];
+
+	server_sum_stats(s, &st);
+	pthread_rwlock_rdlock(&s->lock);
+	g = s->g;
+	pthread_rwlock_unlock(&s->lock);
+	for (int i = 0; i < s->nworkers; i++)
+		avgq += s->workers[i].avg_queue_ms;
+	avgq /= s->nworkers ? s->nworkers : 1;
+
+	sb_printf(&b,
+		  "# TYPE process_resident_memory_bytes gauge\n"
+		  "process_resident_memory_bytes %ld\n",
+		  rss_bytes());
+	sb_printf(&b, "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n", count_fds());
+	sb_printf(&b, "# TYPE derp_accepts counter\nderp_accepts %llu\n",
+		  (unsigned long long)st.c[CTR_ACCEPTS]);
+	sb_printf(&b, "derp_average_queue_duration_ms %f\n", avgq);
+	sb_printf(&b, "# TYPE derp_bytes_dropped counter\n");
+	sb_printf(&b, "# HELP derp_bytes_dropped DERP bytes dropped by reason and by kind\n");
+	for (int r = 0; r < NDROP_REASONS; r++)
+		for (int k = 0; k < NKINDS; k++)
+			sb_printf(&b, "derp_bytes_dropped{reason=\"%s\",kind=\"%s\"} %llu\n",
+				  drop_reason_names[r], drop_kind_names[k],
+				  (unsigned long long)st.drop_bytes[r][k]);
+	sb_printf(&b, "# TYPE derp_bytes_received counter\nderp_bytes_received %llu\n",
+		  (unsigned long long)st.c[CTR_BYTES_RECEIVED]);
+	sb_printf(&b, "# TYPE derp_bytes_sent counter\nderp_bytes_sent %llu\n",
+		  (unsigned long long)st.c[CTR_BYTES_SENT]);
+	sb_printf(&b, "# TYPE derp_clients_local gauge\nderp_clients_local %lld\n",
+		  (long long)g.clients_local);
+	sb_printf(&b, "# TYPE derp_clients_remote gauge\nderp_clients_remote 0\n");
+	sb_printf(&b, "# TYPE derp_clients_total gauge\nderp_clients_total %lld\n",
+		  (long long)g.clients_local);
+	sb_printf(&b, "# TYPE derp_current_connections gauge\nderp_current_connections %lld\n",
+		  (long long)g.current_connections);
+	sb_printf(
+		&b,
+		"# TYPE derp_current_dup_client_conns gauge\nderp_current_dup_client_conns %lld\n",
+		(long long)g.current_dup_client_conns);
+	sb_printf(&b,
+		  "# TYPE derp_current_dup_client_keys gauge\nderp_current_dup_client_keys %lld\n",
+		  (long long)g.current_dup_client_keys);
+	sb_printf(&b,
+		  "# TYPE derp_current_file_descriptors gauge\nderp_current_file_descriptors %ld\n",
+		  count_fds());
+	sb_printf(
+		&b,
+		"# TYPE derp_current_home_connections gauge\nderp_current_home_connections %lld\n",
+		(long long)g.current_home_connections);
+	sb_printf(&b,
+		  "# TYPE derp_current_notideal_connections gauge\n"
+		  "derp_current_notideal_connections %lld\n",
+		  (long long)g.current_notideal_connections);
+	for (int i = 0; i < NCOUNTERS; i++) {
+		if (i == CTR_ACCEPTS || i == CTR_BYTES_RECEIVED || i == CTR_BYTES_SENT ||
+		    i == CTR_PACKETS_RECEIVED_DISCO || i == CTR_PACKETS_RECEIVED_OTHER)
+			continue;
+		sb_printf(&b, "# HELP derp_%s %s\n# TYPE derp_%s counter\nderp_%s %llu\n",
+			  counter_descs[i].name, counter_descs[i].help, counter_descs[i].name,
+			  counter_descs[i].name, (unsigned long long)st.c[i]);
+	}
+	sb_printf(&b, "# TYPE derp_packets_dropped counter\n");
+	sb_printf(&b, "# HELP derp_packets_dropped DERP packets dropped by reason and by kind\n");
+	for (int r = 0; r < NDROP_REASONS; r++)
+		for (int k = 0; k < NKINDS; k++)
+			sb_printf(&b, "derp_packets_dropped{reason=\"%s\",kind=\"%s\"} %llu\n",
+				  drop_reason_names[r], drop_kind_names[k],
+				  (unsigned long long)st.drop_pkts[r][k]);
+	sb_printf(&b,
+		  "# TYPE derp_packets_received_kind counter\n"
+		  "derp_packets_received_kind{kind=\"disco\"} %llu\n"
+		  "derp_packets_received_kind{kind=\"other\"} %llu\n",
+		  (unsigned long long)st.c[CTR_PACKETS_RECEIVED_DISCO],
+		  (unsigned long long)st.c[CTR_PACKETS_RECEIVED_OTHER]);
+	sb_printf(&b, "# TYPE derp_tcp_rtt counter\n");
+	for (int i = 0; i < NRTT_BUCKETS; i++)
+		sb_printf(&b, "derp_tcp_rtt{le=\"%s\"} %llu\n", rtt_names[i],
+			  (unsigned long long)st.rtt[i]);
+	sb_printf(&b, "# TYPE derp_watchers gauge\nderp_watchers %lld\n", (long long)g.watchers);
+	for (int i = 0; i < nvarz_exts; i++) {
+		int n = varz_exts[i].fn(varz_exts[i].arg, ext, sizeof(ext));
+
+		if (n > 0)
+			sb_printf(&b, "%.*s", n < (int)sizeof(ext) ? n : (int)sizeof(ext) - 1, ext);
+	}
+	sb_printf(&b, "# TYPE uptime_sec counter\nuptime_sec %llu\n",
+		  (unsigned long long)((now_ns() - s->start_ns) / NSEC_PER_SEC));
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
+
+/* ---- routes ---- */
+
+static struct pkt *home_page(struct conn *c, const struct http_req *req, bool head)
+{
+	const struct config *cfg = c->srv->cfg;
+	char body[2048];
+
+	if (cfg->home && strcmp(cfg->home, "blank") == 0)
+		return response(200, "OK",
+				"Content-Type: text/html; charset=utf-8\r\n" BROWSER_HEADERS, "", 0,
+				head);
+	if (cfg->home &&
+	    (strncmp(cfg->home, "http://", 7) == 0 || strncmp(cfg->home, "https://", 8) == 0)) {
+		char h[1200];
+
+		snprintf(h, sizeof(h), "Location: %s\r\n" BROWSER_HEADERS, cfg->home);
+		return response(302, "Found", h, "", 0, head);
+	}
+	snprintf(body, sizeof(body),
+		 "<html><body>\n<h1>DERP</h1>\n"
+		 "<p>\n  This is a <a href=\"https://tailscale.com/\">Tailscale</a> DERP server"
+		 " (kderp).\n</p>\n"
+		 "<p>\n  It provides STUN, interactive connectivity establishment, and relaying of "
+		 "end-to-end encrypted traffic\n  for Tailscale clients.\n</p>\n"
+		 "<p>Status: %s</p>\n%s</body></html>\n",
+		 cfg->derp ? "enabled" : "disabled",
+		 debug_allowed(c, req) ? "<p><a href=\"/debug/\">Debug info</a></p>\n" : "");
+	return response(200, "OK", "Content-Type: text/html; charset=utf-8\r\n" BROWSER_HEADERS,
+			body, strlen(body), head);
+}
+
+static struct pkt *generate_204(const struct http_req *req)
+{
+	char h[300];
+	int n = snprintf(h, sizeof(h),
+			 "Cache-Control: no-cache, no-store, must-revalidate, no-transform, "
+			 "max-age=0\r\n");
+
+	if (!req->challenge_too_long && http_challenge_ok(req->challenge))
+		snprintf(h + n, sizeof(h) - n, "X-Tailscale-Response: response %s\r\n",
+			 req->challenge);
+	/* 204 carries no body and no Content-Length. */
+	{
+		char hdr[512];
+		int hl = snprintf(hdr, sizeof(hdr),
+				  "HTTP/1.1 204 No Content\r\n%sConnection: close\r\n\r\n", h);
+		struct pkt *p = pkt_new(hl, PKT_RAW);
+
+		if (p)
+			memcpy(p->data, hdr, hl);
+		return p;
+	}
+}
+
+static struct pkt *debug_route(struct conn *c, const struct http_req *req, bool head)
+{
+	struct server *s = c->srv;
+
+	if (!debug_allowed(c, req))
+		return web_simple_response(403, "Forbidden", "text/plain; charset=utf-8",
+					   "debug access denied\n");
+	if (strcmp(req->path, "/debug/varz") == 0 || strcmp(req->path, "/debug/metrics") == 0) {
+		size_t len = 0;
+		char *v = web_varz(s, &len);
+		struct pkt *p;
+
+		if (!v)
+			return web_simple_response(500, "Internal Server Error",
+						   "text/plain; charset=utf-8", "out of memory\n");
+		p = response(200, "OK", "Content-Type: text/plain;version=0.0.4;charset=utf-8\r\n",
+			     v, len, head);
+		free(v);
+		return p;
+	}
+	if (strcmp(req->path, "/debug/") == 0 || strcmp(req->path, "/debug") == 0) {
+		char body[1024];
+
+		snprintf(body, sizeof(body),
+			 "<html><body><h1>kderpd debug</h1><ul>"
+			 "<li>Uptime: %llus</li><li>Version: %s</li><li>TLS hostname: %s</li>"
+			 "<li>Mesh key: %s</li><li>Workers: %d</li></ul>"
+			 "<p><a href=\"/debug/varz\">/debug/varz</a></p></body></html>\n",
+			 (unsigned long long)((now_ns() - s->start_ns) / NSEC_PER_SEC),
+			 KDERP_VERSION, s->cfg->hostname, s->have_mesh_key ? "true" : "false",
+			 s->nworkers);
+		return response(200, "OK", "Content-Type: text/html; charset=utf-8\r\n", body,
+				strlen(body), head);
+	}
+	return web_simple_response(404, "Not Found", "text/plain; charset=utf-8",
+				   "404 page not found\n");
+}
+
+enum web_result web_route(struct conn *c, const struct http_req *req, struct pkt **resp)
+{
+	const struct config *cfg = c->srv->cfg;
+	bool get_or_head = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+	bool head = strcmp(req->method, "HEAD") == 0;
+	const char *p = req->path;
+
+	*resp = NULL;
+	if (strcmp(p, "/generate_204") == 0) {
+		*resp = generate_204(req);
+		return WEB_RESPONSE;
+	}
+	if (strncmp(p, "/debug", 6) == 0 && (p[6] == 0 || p[6] == '/')) {
+		*resp = debug_route(c, req, head);
+		return WEB_RESPONSE;
+	}
+	if (c->port80) {
+		/* TLS mode's port 80: only the captive-portal check and redirects. */
+		char loc[2600];
+
+		if (!get_or_head) {
+			*resp = web_simple_response(400, "Bad Request", "text/plain; charset=utf-8",
+						    "Use HTTPS\n");
+			return WEB_RESPONSE;
+		}
+		if (snprintf(loc, sizeof(loc), "Location: https://%.255s%.1023s%s%.1023s\r\n",
+			     req->host[0] ? req->host : cfg->hostname, p, req->query[0] ? "?" : "",
+			     req->query) < 0)
+			loc[0] = 0;
+		*resp = response(302, "Found", loc, "", 0, head);
+		return WEB_RESPONSE;
+	}
+	if (strcmp(p, "/derp/probe") == 0 || strcmp(p, "/derp/latency-check") == 0) {
+		if (get_or_head)
+			*resp = response(200, "OK", "Access-Control-Allow-Origin: *\r\n", "", 0,
+					 head);
+		else
+			*resp = web_simple_response(405, "Method Not Allowed",
+						    "text/plain; charset=utf-8",
+						    "bogus probe method\n");
+		return WEB_RESPONSE;
+	}
+	if (strcmp(p, "/derp") == 0) {
+		if (!cfg->derp) {
+			*resp = web_simple_response(404, "Not Found", "text/plain; charset=utf-8",
+						    "derp server disabled\n");
+			return WEB_RESPONSE;
+		}
+		if (strcasecmp(req->upgrade, "derp") == 0 ||
+		    strcasecmp(req->upgrade, "websocket") == 0) {
+			if (strcasecmp(req->upgrade, "websocket") == 0 &&
+			    strstr(req->ws_protocol, "derp")) {
+				/* DERP over WebSocket framing is not implemented yet. */
+				*resp = web_simple_response(
+					501, "Not Implemented", "text/plain; charset=utf-8",
+					"DERP over WebSocket is not supported\n");
+				return WEB_RESPONSE;
+			}
+			return WEB_UPGRADE;
+		}
+		if (req->upgrade[0])
+			log_info("conn %llu: weird upgrade header from %s, answering 426",
+				 (unsigned long long)c->id, c->addr_str);
+		*resp = web_simple_response(426, "Upgrade Required", "text/plain; charset=utf-8",
+					    "DERP requires connection upgrade\n");
+		return WEB_RESPONSE;
+	}
+	if (strcmp(p, "/robots.txt") == 0) {
+		static const char body[] = "User-agent: *\nDisallow: /\n";
+
+		*resp = response(200, "OK",
+				 "Content-Type: text/plain; charset=utf-8\r\n" BROWSER_HEADERS,
+				 body, sizeof(body) - 1, head);
+		return WEB_RESPONSE;
+	}
+	if (strcmp(p, "/bootstrap-dns") == 0) {
+		/* No names configured: derper answers an empty body. */
+		*resp = response(200, "OK", "Content-Type: application/json\r\n" BROWSER_HEADERS,
+				 "", 0, head);
+		return WEB_RESPONSE;
+	}
+	*resp = home_page(c, req, head);
+	return WEB_RESPONSE;
+}
