@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# test_interop.sh - Tailscale's own DERP client (tailscale.com/derp/derphttp,
+# built into $KDERP_OUTPUT/kderp-interop) against kderpd: once over plain
+# HTTP, once over TLS with a self-signed certificate for derp1.test (dialled
+# at 127.0.0.1), where it also checks TLS 1.3 fast start.
+#
+# Environment:
+#   KDERP_OUTPUT               build directory (exported by the Makefile)
+#   KDERP_INTEROP_DAEMON       server binary to test (default $KDERP_OUTPUT/kderpd;
+#                              Tailscale's derper takes the same flags)
+#   KDERP_INTEROP_DAEMON_ARGS  extra server flags (e.g. --verbose, or
+#                              --http-port=-1 for derper)
+#   KDERP_INTEROP_CASES        cases to run (default: all of them)
+set -u
+
+dir=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=selftests/lib.sh
+. "$dir/lib.sh"
+
+out=${KDERP_OUTPUT:-$dir/../.output}
+daemon=${KDERP_INTEROP_DAEMON:-$out/kderpd}
+read -r -a daemon_args <<<"${KDERP_INTEROP_DAEMON_ARGS:-}"
+interop=$out/kderp-interop
+host=derp1.test
+case_timeout=20s
+
+read -r -a cases <<<"${KDERP_INTEROP_CASES:-sendrecv three ping peergone peergone-scope \
+nothere upgrade order}"
+tls_only=(faststart untrusted)
+if [ -z "${KDERP_INTEROP_CASES:-}" ]; then
+	tls_cases=("${cases[@]}" "${tls_only[@]}")
+else
+	tls_cases=("${cases[@]}")
+fi
+total=$((${#cases[@]} + ${#tls_cases[@]}))
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+ktap_header "$total"
+
+skip_all() { # skip_all TRANSPORT REASON CASE...
+	local transport=$1 why=$2 c
+	shift 2
+	for c in "$@"; do
+		ktap_skip "interop $transport $c" "$why"
+	done
+}
+
+fail_all() { # fail_all TRANSPORT REASON CASE...
+	local transport=$1 why=$2 c
+	shift 2
+	for c in "$@"; do
+		ktap_fail "interop $transport $c" "$why"
+	done
+}
+
+why=
+if [ ! -x "$interop" ]; then
+	why="kderp-interop not built"
+	[ -s "$interop.skip" ] && why="kderp-interop not built: $(cat "$interop.skip")"
+elif [ ! -x "$daemon" ]; then
+	why="no server binary at $daemon"
+fi
+if [ -n "$why" ]; then
+	skip_all plain "$why" "${cases[@]}"
+	skip_all tls "$why" "${tls_cases[@]}"
+	ktap_finish
+fi
+
+log_tail() { # log_tail LOG
+	echo "# --- last lines of $(basename "$1") ---"
+	tail -n 25 "$1" | sed 's/^/#   /'
+}
+
+# start_daemon NAME PORT ARGS...: start the server, wait for its port.
+# Sets $daemon_pid; the log is $tmp/NAME.log.
+start_daemon() {
+	local name=$1 port=$2
+	shift 2
+	"$daemon" -a "127.0.0.1:$port" -c "$tmp/$name.key" --stun=false "$@" \
+		"${daemon_args[@]}" >"$tmp/$name.log" 2>&1 &
+	daemon_pid=$!
+	pids+=("$daemon_pid")
+	if ! wait_port 127.0.0.1 "$port" 100; then
+		echo "# $name server did not listen on 127.0.0.1:$port within 10 s"
+		log_tail "$tmp/$name.log"
+		return 1
+	fi
+	return 0
+}
+
+# run_cases TRANSPORT LOG PID URL [FLAGS...] -- CASE...: one KTAP line per case.
+run_cases() {
+	local transport=$1 log=$2 pid=$3 url=$4
+	shift 4
+	local flags=()
+	while [ "$1" != "--" ]; do
+		flags+=("$1")
+		shift
+	done
+	shift
+	local c rc output name
+	while [ $# -gt 0 ]; do
+		c=$1
+		shift
+		name="interop $transport $c"
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "# server exited before case $c"
+			log_tail "$log"
+			fail_all "$transport" "server exited" "$c" "$@"
+			return
+		fi
+		output=$(timeout 60 "$interop" -url "$url" -timeout "$case_timeout" \
+			"${flags[@]}" "$c" 2>&1)
+		rc=$?
+		# Keep the tool's diagnostics; its own KTAP lines become ours.
+		printf '%s\n' "$output" | grep '^#' | grep -v '^# Totals'
+		case $rc in
+		0) ktap_pass "$name" ;;
+		4) ktap_skip "$name" "$(printf '%s\n' "$output" | sed -n 's/.*# SKIP //p' | head -n1)" ;;
+		*)
+			[ "$rc" -eq 124 ] && echo "# $c: kderp-interop killed after 60 s"
+			printf '%s\n' "$output" | grep -v '^#\|^TAP version\|^1\.\.\|^ok \|^not ok ' |
+				sed 's/^/# /'
+			log_tail "$log"
+			ktap_fail "$name" "exit $rc"
+			;;
+		esac
+	done
+}
+
+# Plain HTTP.
+port=$(free_port)
+if start_daemon plain "$port"; then
+	run_cases plain "$tmp/plain.log" "$daemon_pid" "http://127.0.0.1:$port/derp" -- \
+		"${cases[@]}"
+else
+	fail_all plain "server did not start" "${cases[@]}"
+fi
+
+# TLS with a self-signed EC P-256 certificate for derp1.test.
+mkdir -p "$tmp/certs"
+if ! command -v openssl >/dev/null; then
+	skip_all tls "no openssl CLI to make a certificate" "${tls_cases[@]}"
+elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+	-days 2 -subj "/CN=$host" -addext "subjectAltName=DNS:$host" \
+	-addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=serverAuth" \
+	-keyout "$tmp/certs/$host.key" -out "$tmp/certs/$host.crt" >"$tmp/openssl.log" 2>&1; then
+	sed 's/^/# /' "$tmp/openssl.log"
+	fail_all tls "openssl could not make a certificate" "${tls_cases[@]}"
+else
+	port=$(free_port)
+	if start_daemon tls "$port" --certmode=manual --certdir "$tmp/certs" --hostname "$host"; then
+		run_cases tls "$tmp/tls.log" "$daemon_pid" "https://$host:$port/derp" \
+			-ip 127.0.0.1 -ca "$tmp/certs/$host.crt" -- "${tls_cases[@]}"
+	else
+		fail_all tls "server did not start" "${tls_cases[@]}"
+	fi
+fi
+
+ktap_finish

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# build.sh GO OUT - build kderp-interop (static, CGO_ENABLED=0) into OUT.
+#
+# A missing or too old Go, or Go modules that cannot be fetched, are not
+# build errors: OUT is removed, OUT.skip gets the reason (test_interop.sh
+# prints it as SKIP) and the script exits 0. A compile error fails.
+# GOPATH, GOCACHE and GOMODCACHE keep Go's defaults, outside the repo.
+set -eu
+
+go=$1
+out=$2
+src=$(cd "$(dirname "$0")" && pwd)
+skip="$out.skip"
+
+skip() {
+	rm -f "$out"
+	echo "$1" >"$skip"
+	echo "  SKIP     $(basename "$out"): $1" >&2
+	exit 0
+}
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
+
+command -v "$go" >/dev/null 2>&1 || skip "no Go toolchain ($go not found)"
+have=$("$go" env GOVERSION 2>/dev/null) || skip "$go does not run"
+have=${have#go}
+need=$(sed -n 's/^go //p' "$src/go.mod")
+if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+	skip "Go $have is older than $need (tools/interop/go.mod)"
+fi
+(cd "$src" && "$go" mod download) >/dev/null 2>&1 ||
+	skip "cannot download the Go modules in tools/interop/go.mod (offline?)"
+
+rm -f "$skip"
+cd "$src"
+"$go" build -trimpath -ldflags=-s -o "$out.tmp" .
+mv "$out.tmp" "$out"

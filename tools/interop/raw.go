@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: MIT
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go4.org/mem"
+	"tailscale.com/derp"
+	"tailscale.com/types/key"
+)
+
+// These cases speak the HTTP upgrade themselves (with the derp package for
+// the DERP framing) so they can see what derphttp hides: the 101 response,
+// and which bytes the server writes first after a fast-start request.
+
+// recorder keeps a copy of the first max bytes read through it.
+type recorder struct {
+	r   io.Reader
+	max int
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.mu.Lock()
+	if room := r.max - len(r.buf); room > 0 {
+		r.buf = append(r.buf, p[:min(n, room)]...)
+	}
+	r.mu.Unlock()
+	return n, err
+}
+
+func (r *recorder) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.buf)
+}
+
+// rawDial opens a TCP (and for https a verified TLS) connection to the
+// server. It is closed when ctx ends.
+func (e *env) rawDial(ctx context.Context) (net.Conn, *tls.ConnectionState, error) {
+	var d net.Dialer
+	tc, err := d.DialContext(ctx, "tcp", e.dialAddr())
+	if err != nil {
+		return nil, nil, err
+	}
+	context.AfterFunc(ctx, func() { tc.Close() })
+	if !e.tls() {
+		return tc, nil, nil
+	}
+	conn := tls.Client(tc, &tls.Config{RootCAs: e.roots, ServerName: e.url.Hostname()})
+	if err := conn.HandshakeContext(ctx); err != nil {
+		tc.Close()
+		return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	cs := conn.ConnectionState()
+	return conn, &cs, nil
+}
+
+func (e *env) upgradeRequest(fastStart bool) *http.Request {
+	req, _ := http.NewRequest("GET", e.url.String(), nil)
+	req.Header.Set("Upgrade", "DERP")
+	req.Header.Set("Connection", "Upgrade")
+	if fastStart {
+		req.Header.Set(derp.FastStartHeader, "1")
+	}
+	return req
+}
+
+func (e *env) derpLogf() func(string, ...any) { return e.logf }
+
+// caseUpgrade does the classic exchange: 101, ServerKey frame, ServerInfo.
+func caseUpgrade(ctx context.Context, e *env) error {
+	conn, _, err := e.rawDial(ctx)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	br, bw := bufio.NewReader(conn), bufio.NewWriter(conn)
+	req := e.upgradeRequest(false)
+	if err := req.Write(bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write request: %w", err)
+	}
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return fmt.Errorf("status %q, want 101", resp.Status)
+	}
+	if v := resp.Header.Get("Derp-Version"); v != "2" {
+		fmt.Printf("# upgrade: note: Derp-Version header %q (Go derper sends \"2\")\n", v)
+	}
+	priv := key.NewNode()
+	dc, err := derp.NewClient(priv, conn, bufio.NewReadWriter(br, bw), e.derpLogf(),
+		derp.CanAckPings(true))
+	if err != nil {
+		return fmt.Errorf("DERP handshake (ServerKey frame, ClientInfo): %w", err)
+	}
+	hdr := resp.Header.Get("Derp-Public-Key")
+	if hdr != dc.ServerPublicKey().UntypedHexString() {
+		return fmt.Errorf("Derp-Public-Key header %.8s... does not match the ServerKey frame %s",
+			hdr, dc.ServerPublicKey().ShortString())
+	}
+	m, err := dc.Recv()
+	if err != nil {
+		return fmt.Errorf("waiting for ServerInfo: %w", err)
+	}
+	if _, ok := m.(derp.ServerInfoMessage); !ok {
+		return fmt.Errorf("first message is %s, want ServerInfo", describe(m))
+	}
+	return nil
+}
+
+// findMetaCert returns the server key and protocol version carried by the
+// "derpkey<hex>" certificate the server appends after its chain.
+func findMetaCert(certs []*x509.Certificate) (key.NodePublic, int, int, bool) {
+	for i, c := range certs {
+		hexKey, ok := strings.CutPrefix(c.Subject.CommonName, "derpkey")
+		if !ok {
+			continue
+		}
+		k, err := key.ParseNodePublicUntyped(mem.S(hexKey))
+		if err != nil || c.SerialNumber.BitLen() > 8 {
+			continue
+		}
+		return k, int(c.SerialNumber.Int64()), i, true
+	}
+	return key.NodePublic{}, 0, 0, false
+}
+
+// caseFastStart checks the TLS 1.3 fast-start path twice: through derphttp
+// (which takes it by itself when it finds the meta cert), and by hand, where
+// the first bytes the server writes must be the ServerKey frame, not an
+// HTTP response.
+func caseFastStart(ctx context.Context, e *env) error {
+	if !e.tls() {
+		return errSkip{"fast start needs TLS 1.3"}
+	}
+	f, err := connectPeer(ctx, e, "F")
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	cs, ok := f.c.TLSConnectionState()
+	if !ok || cs == nil {
+		return fmt.Errorf("F: derphttp reports no TLS connection state")
+	}
+	if cs.Version != tls.VersionTLS13 {
+		return fmt.Errorf("F: negotiated %s, want TLS 1.3", tls.VersionName(cs.Version))
+	}
+	metaPub, ver, idx, ok := findMetaCert(cs.PeerCertificates)
+	if !ok {
+		return fmt.Errorf("F: no derpkey meta certificate among the %d certificates",
+			len(cs.PeerCertificates))
+	}
+	if ver == 0 {
+		return fmt.Errorf("F: meta certificate serial 0: clients will not fast start")
+	}
+	if idx != len(cs.PeerCertificates)-1 {
+		return fmt.Errorf("F: meta certificate is #%d of %d, want it after the chain",
+			idx+1, len(cs.PeerCertificates))
+	}
+	if f.c.ServerPublicKey() != metaPub {
+		return fmt.Errorf("F: meta cert key %s differs from the server key %s",
+			metaPub.ShortString(), f.c.ServerPublicKey().ShortString())
+	}
+	fmt.Printf("# faststart: TLS 1.3, %d certificates, meta cert version %d for key %s\n",
+		len(cs.PeerCertificates), ver, metaPub.ShortString())
+
+	/* The same by hand, watching the first bytes from the server. */
+	conn, rcs, err := e.rawDial(ctx)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	rawPub, _, _, ok := findMetaCert(rcs.PeerCertificates)
+	if !ok || rawPub != metaPub {
+		return fmt.Errorf("second TLS connection shows no or another meta certificate")
+	}
+	rec := &recorder{r: conn, max: 64}
+	br, bw := bufio.NewReader(rec), bufio.NewWriter(conn)
+	if err := e.upgradeRequest(true).Write(bw); err != nil {
+		return err
+	}
+	priv := key.NewNode()
+	/* Writes ClientInfo right behind the request and flushes both. */
+	dc, err := derp.NewClient(priv, conn, bufio.NewReadWriter(br, bw), e.derpLogf(),
+		derp.ServerPublicKey(rawPub), derp.CanAckPings(true))
+	if err != nil {
+		return fmt.Errorf("fast-start ClientInfo: %w", err)
+	}
+	type res struct {
+		m   derp.ReceivedMessage
+		err error
+	}
+	rc := make(chan res, 1)
+	go func() {
+		m, err := dc.Recv()
+		rc <- res{m, err}
+	}()
+	var r res
+	select {
+	case r = <-rc:
+	case <-time.After(5 * time.Second):
+		r.err = fmt.Errorf("no ServerInfo within 5s")
+	}
+	first := rec.bytes()
+	if bytes.HasPrefix(first, []byte("HTTP/")) {
+		line, _, _ := bytes.Cut(first, []byte("\r\n"))
+		return fmt.Errorf("server answered Derp-Fast-Start: 1 with %q", line)
+	}
+	if len(first) < 45 || first[0] != 0x01 || binary.BigEndian.Uint32(first[1:5]) < 40 ||
+		string(first[5:13]) != derp.Magic {
+		return fmt.Errorf("first bytes from the server are not a ServerKey frame: % x",
+			first[:min(len(first), 16)])
+	}
+	if !bytes.Equal(first[13:45], rawPub.AppendTo(nil)) {
+		return fmt.Errorf("ServerKey frame key differs from the meta certificate key")
+	}
+	if r.err != nil {
+		return fmt.Errorf("fast-start client: %w", r.err)
+	}
+	if _, ok := r.m.(derp.ServerInfoMessage); !ok {
+		return fmt.Errorf("fast-start client: first message %s, want ServerInfo", describe(r.m))
+	}
+
+	/* And the fast-started connection carries packets. */
+	data := plainPacket(300)
+	if err := dc.Send(f.pub, data); err != nil {
+		return fmt.Errorf("fast-start client: send: %w", err)
+	}
+	return f.expectPacket(ctx, &peer{name: "fast-start client", pub: priv.Public()}, data)
+}
+
+// caseUntrusted: a client that trusts another certificate for the same name
+// must fail the TLS handshake (the other cases do not just skip
+// verification).
+func caseUntrusted(ctx context.Context, e *env) error {
+	if !e.tls() {
+		return errSkip{"no TLS"}
+	}
+	other, err := selfSigned(e.url.Hostname())
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(other)
+	c, err := e.newClient(key.NewNode())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.TLSConfig = &tls.Config{RootCAs: pool}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = c.Connect(cctx)
+	if err == nil {
+		return fmt.Errorf("connected although the server certificate is not trusted")
+	}
+	if !strings.Contains(err.Error(), "certificate") {
+		return fmt.Errorf("connect failed, but not on the certificate: %w", err)
+	}
+	fmt.Printf("# untrusted: refused as expected\n")
+	return nil
+}
+
+// selfSigned makes a throwaway self-signed certificate for name.
+func selfSigned(name string) (*x509.Certificate, error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		DNSNames:              []string{name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
