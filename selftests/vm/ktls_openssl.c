@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ktls_openssl.c - what OpenSSL hands to the kernel with SSL_OP_ENABLE_KTLS.
+ *
+ * A TLS server and client in one process, over a loopback TCP connection,
+ * with a throwaway self-signed ECDSA certificate made at run time. After the
+ * handshake the test checks which directions OpenSSL moved into the kernel
+ * (BIO_get_ktls_send / BIO_get_ktls_recv on both ends), that data still flows
+ * both ways, and that /proc/net/tls_stat moved by exactly as many TX and RX
+ * software contexts (TlsTxSw / TlsRxSw) as OpenSSL claims.
+ *
+ * Expected on Linux with CONFIG_TLS and OpenSSL 3.0 (what kderp documents):
+ *   TLS 1.2 AES-GCM   send and recv offloaded on both ends
+ *   TLS 1.3 AES-GCM   send offloaded, recv stays in OpenSSL (3.0 has no
+ *                     TLS 1.3 RX offload; 3.2+ may offload it)
+ *   SSL_OP_ENABLE_KTLS unset: nothing offloaded, tls_stat does not move
+ *   no TLS ULP in the kernel (CONFIG_TLS unset, e.g. the 6.18 dev host):
+ *                     OpenSSL falls back to userspace TLS silently
+ *
+ * As root the test runs in its own network namespace, so the tls_stat
+ * counters (per netns) see only its own sockets. The offload variants SKIP
+ * without the TLS ULP; the fallback variant runs only without it.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/opensslv.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "harness.h"
+
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+#define XFER_BYTES (48 * 1024)
+
+struct tls_stat {
+	long long tx_sw;
+	long long rx_sw;
+};
+
+/* Reads TlsTxSw / TlsRxSw; -ENOENT if the kernel has no TLS statistics. */
+static int tls_stat_read(struct tls_stat *st)
+{
+	char name[64];
+	long long v;
+	FILE *f;
+
+	st->tx_sw = st->rx_sw = -1;
+	f = fopen("/proc/net/tls_stat", "r");
+	if (!f)
+		return -errno;
+	while (fscanf(f, "%63s %lld", name, &v) == 2) {
+		if (!strcmp(name, "TlsTxSw"))
+			st->tx_sw = v;
+		else if (!strcmp(name, "TlsRxSw"))
+			st->rx_sw = v;
+	}
+	fclose(f);
+	return st->tx_sw < 0 || st->rx_sw < 0 ? -EPROTO : 0;
+}
+
+static int tcp_pair(int fds[2])
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	int lfd, ret = -1;
+
+	fds[0] = fds[1] = -1;
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0)
+		return -errno;
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 1) ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &len))
+		goto out;
+	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&sa, sizeof(sa)))
+		goto out;
+	fds[1] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fds[1] < 0)
+		goto out;
+	ret = 0;
+out:
+	if (ret)
+		ret = -errno;
+	close(lfd);
+	return ret;
+}
+
+static bool have_tls_ulp(void)
+{
+	int fds[2];
+	bool ok;
+
+	if (tcp_pair(fds))
+		return false;
+	ok = setsockopt(fds[0], SOL_TCP, TCP_ULP, "tls", sizeof("tls")) == 0;
+	close(fds[0]);
+	close(fds[1]);
+	return ok;
+}
+
+/* A private network namespace with lo up, so tls_stat counts only this test. */
+static int private_netns(void)
+{
+	struct ifreq ifr = {0};
+	int fd, ret = 0;
+
+	if (unshare(CLONE_NEWNET))
+		return -errno;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(fd, SIOCSIFFLAGS, &ifr))
+			ret = -errno;
+	} else {
+		ret = -errno;
+	}
+	close(fd);
+	return ret;
+}
+
+/* A throwaway P-256 key and a self-signed certificate for CN=kderp.test. */
+static int make_cert(EVP_PKEY **pkey, X509 **cert)
+{
+	X509_NAME *name;
+
+	*cert = NULL;
+	*pkey = EVP_EC_gen("P-256");
+	if (!*pkey)
+		return -ENOMEM;
+	*cert = X509_new();
+	if (!*cert)
+		return -ENOMEM;
+	name = X509_get_subject_name(*cert);
+	if (!X509_set_version(*cert, 2) || !ASN1_INTEGER_set(X509_get_serialNumber(*cert), 1) ||
+	    !X509_gmtime_adj(X509_getm_notBefore(*cert), -3600) ||
+	    !X509_gmtime_adj(X509_getm_notAfter(*cert), 24 * 3600) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+					(const unsigned char *)"kderp.test", -1, -1, 0) ||
+	    !X509_set_issuer_name(*cert, name) || !X509_set_pubkey(*cert, *pkey) ||
+	    !X509_sign(*cert, *pkey, EVP_sha256()))
+		return -EINVAL;
+	return 0;
+}
+
+static void set_nonblock(int fd, bool on)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+static bool ssl_retry(SSL *ssl, int rc)
+{
+	int e = SSL_get_error(ssl, rc);
+
+	return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+}
+
+/* Drives both ends of the handshake in this thread; 0 or -EPROTO/-ETIMEDOUT. */
+static int handshake(SSL *cli, SSL *srv, int cfd, int sfd)
+{
+	bool cdone = false, sdone = false;
+
+	set_nonblock(cfd, true);
+	set_nonblock(sfd, true);
+	for (int i = 0; i < 2000 && !(cdone && sdone); i++) {
+		struct pollfd p[2] = {{.fd = cfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+		int rc;
+
+		if (!cdone) {
+			rc = SSL_connect(cli);
+			if (rc == 1)
+				cdone = true;
+			else if (!ssl_retry(cli, rc))
+				return -EPROTO;
+		}
+		if (!sdone) {
+			rc = SSL_accept(srv);
+			if (rc == 1)
+				sdone = true;
+			else if (!ssl_retry(srv, rc))
+				return -EPROTO;
+		}
+		if (!(cdone && sdone))
+			poll(p, 2, 50);
+	}
+	set_nonblock(cfd, false);
+	set_nonblock(sfd, false);
+	return cdone && sdone ? 0 : -ETIMEDOUT;
+}
+
+/* Writes XFER_BYTES of a pattern on @from and checks @to reads them back. */
+static int transfer(SSL *from, SSL *to, unsigned char seed)
+{
+	static unsigned char out[XFER_BYTES], in[XFER_BYTES];
+	size_t got = 0;
+
+	for (size_t i = 0; i < sizeof(out); i++)
+		out[i] = (unsigned char)(seed + i * 7 + (i >> 9));
+	if (SSL_write(from, out, sizeof(out)) != (int)sizeof(out))
+		return -EIO;
+	while (got < sizeof(in)) {
+		int n = SSL_read(to, in + got, sizeof(in) - got);
+
+		if (n <= 0)
+			return -EIO;
+		got += n;
+	}
+	return memcmp(in, out, sizeof(in)) ? -EBADMSG : 0;
+}
+
+static void log_ssl_errors(void)
+{
+	unsigned long e;
+	char buf[256];
+
+	while ((e = ERR_get_error())) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		printf("# openssl: %s\n", buf);
+	}
+}
+
+FIXTURE(ktls_openssl)
+{
+	EVP_PKEY *pkey;
+	X509 *cert;
+	SSL_CTX *sctx, *cctx;
+	SSL *srv, *cli;
+	int fds[2]; /* [0] client, [1] server */
+	bool own_netns;
+	bool have_stat; /* /proc/net/tls_stat exists */
+	struct tls_stat before;
+};
+
+FIXTURE_VARIANT(ktls_openssl)
+{
+	int version; /* TLS1_2_VERSION or TLS1_3_VERSION */
+	const char *cipher; /* TLS 1.2 cipher list or TLS 1.3 ciphersuite */
+	const char *expect; /* SSL_CIPHER_get_name() after the handshake */
+	bool enable_ktls; /* SSL_OP_ENABLE_KTLS on both ends */
+	bool send; /* expected BIO_get_ktls_send on both ends */
+	bool recv; /* expected BIO_get_ktls_recv on both ends */
+	bool fallback; /* runs only where the kernel has no TLS ULP */
+};
+
+FIXTURE_VARIANT_ADD(ktls_openssl, tls12_aes128_gcm){
+	.version = TLS1_2_VERSION,
+	.cipher = "ECDHE-ECDSA-AES128-GCM-SHA256",
+	.expect = "ECDHE-ECDSA-AES128-GCM-SHA256",
+	.enable_ktls = true,
+	.send = true,
+	.recv = true,
+};
+
+FIXTURE_VARIANT_ADD(ktls_openssl, tls12_aes256_gcm){
+	.version = TLS1_2_VERSION,
+	.cipher = "ECDHE-ECDSA-AES256-GCM-SHA384",
+	.expect = "ECDHE-ECDSA-AES256-GCM-SHA384",
+	.enable_ktls = true,
+	.send = true,
+	.recv = true,
+};
+
+FIXTURE_VARIANT_ADD(ktls_openssl, tls13_aes128_gcm){
+	.version = TLS1_3_VERSION,
+	.cipher = "TLS_AES_128_GCM_SHA256",
+	.expect = "TLS_AES_128_GCM_SHA256",
+	.enable_ktls = true,
+	.send = true,
+	/* OpenSSL 3.0 and 3.1 never offload TLS 1.3 receive. */
+	.recv = false,
+};
+
+FIXTURE_VARIANT_ADD(ktls_openssl, tls12_ktls_off){
+	.version = TLS1_2_VERSION,
+	.cipher = "ECDHE-ECDSA-AES128-GCM-SHA256",
+	.expect = "ECDHE-ECDSA-AES128-GCM-SHA256",
+	.enable_ktls = false,
+	.send = false,
+	.recv = false,
+};
+
+FIXTURE_VARIANT_ADD(ktls_openssl, tls12_no_ulp_fallback){
+	.version = TLS1_2_VERSION,
+	.cipher = "ECDHE-ECDSA-AES128-GCM-SHA256",
+	.expect = "ECDHE-ECDSA-AES128-GCM-SHA256",
+	.enable_ktls = true,
+	.send = false,
+	.recv = false,
+	.fallback = true,
+};
+
+static SSL_CTX *make_ctx(struct __test_metadata *_metadata, FIXTURE_DATA(ktls_openssl) * self,
+			 const FIXTURE_VARIANT(ktls_openssl) * v, bool server)
+{
+	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+
+	ASSERT_NE(NULL, ctx);
+	ASSERT_EQ(1, SSL_CTX_set_min_proto_version(ctx, v->version));
+	ASSERT_EQ(1, SSL_CTX_set_max_proto_version(ctx, v->version));
+	if (v->version == TLS1_3_VERSION)
+		ASSERT_EQ(1, SSL_CTX_set_ciphersuites(ctx, v->cipher));
+	else
+		ASSERT_EQ(1, SSL_CTX_set_cipher_list(ctx, v->cipher));
+	if (v->enable_ktls)
+		SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
+	else
+		SSL_CTX_clear_options(ctx, SSL_OP_ENABLE_KTLS);
+	if (server) {
+		ASSERT_EQ(1, SSL_CTX_use_certificate(ctx, self->cert));
+		ASSERT_EQ(1, SSL_CTX_use_PrivateKey(ctx, self->pkey));
+	} else {
+		/* The client really verifies the throwaway certificate. */
+		ASSERT_EQ(1, X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), self->cert));
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	}
+	return ctx;
+}
+
+FIXTURE_SETUP(ktls_openssl)
+{
+	const FIXTURE_VARIANT(ktls_openssl) *v = VARIANT(ktls_openssl);
+
+	self->fds[0] = self->fds[1] = -1;
+	if (geteuid() == 0) {
+		ASSERT_EQ(0, private_netns());
+		self->own_netns = true;
+	}
+	if (have_tls_ulp()) {
+		if (v->fallback)
+			SKIP(return, "kernel has the TLS ULP; the fallback runs only without it");
+		ASSERT_EQ(0, tls_stat_read(&self->before));
+		self->have_stat = true;
+	} else if (v->enable_ktls && !v->fallback) {
+		SKIP(return, "kernel has no TLS ULP (CONFIG_TLS unset or tls.ko not loaded)");
+	}
+	ASSERT_EQ(0, make_cert(&self->pkey, &self->cert));
+	self->sctx = make_ctx(_metadata, self, v, true);
+	self->cctx = make_ctx(_metadata, self, v, false);
+	ASSERT_EQ(0, tcp_pair(self->fds));
+	self->srv = SSL_new(self->sctx);
+	self->cli = SSL_new(self->cctx);
+	ASSERT_NE(NULL, self->srv);
+	ASSERT_NE(NULL, self->cli);
+	ASSERT_EQ(1, SSL_set_fd(self->srv, self->fds[1]));
+	ASSERT_EQ(1, SSL_set_fd(self->cli, self->fds[0]));
+	ASSERT_EQ(1, SSL_set_tlsext_host_name(self->cli, "kderp.test"));
+	ASSERT_EQ(1, SSL_set1_host(self->cli, "kderp.test"));
+}
+
+FIXTURE_TEARDOWN(ktls_openssl)
+{
+	log_ssl_errors();
+	SSL_free(self->cli);
+	SSL_free(self->srv);
+	SSL_CTX_free(self->cctx);
+	SSL_CTX_free(self->sctx);
+	X509_free(self->cert);
+	EVP_PKEY_free(self->pkey);
+	if (self->fds[0] >= 0)
+		close(self->fds[0]);
+	if (self->fds[1] >= 0)
+		close(self->fds[1]);
+}
+
+TEST_F(ktls_openssl, offload)
+{
+	const FIXTURE_VARIANT(ktls_openssl) *v = VARIANT(ktls_openssl);
+	SSL *ends[2] = {self->srv, self->cli};
+	const char *names[2] = {"server", "client"};
+	bool want_recv = v->recv;
+	struct tls_stat after;
+	int n_send = 0, n_recv = 0;
+
+	ASSERT_EQ(0, handshake(self->cli, self->srv, self->fds[0], self->fds[1]));
+	ASSERT_EQ(v->version, SSL_version(self->srv));
+	ASSERT_STREQ(v->expect, SSL_get_cipher_name(self->srv));
+	ASSERT_EQ(X509_V_OK, SSL_get_verify_result(self->cli));
+
+	/* Data both ways, through whatever path OpenSSL chose. */
+	ASSERT_EQ(0, transfer(self->srv, self->cli, 1));
+	ASSERT_EQ(0, transfer(self->cli, self->srv, 2));
+	ASSERT_EQ(0, transfer(self->srv, self->cli, 3));
+
+	for (int i = 0; i < 2; i++) {
+		int s = BIO_get_ktls_send(SSL_get_wbio(ends[i]));
+		int r = BIO_get_ktls_recv(SSL_get_rbio(ends[i]));
+
+		TH_LOG("%s %s: ktls_send=%d ktls_recv=%d", names[i], SSL_get_version(ends[i]), s,
+		       r);
+		n_send += !!s;
+		n_recv += !!r;
+		ASSERT_EQ(v->send, !!s);
+#if OPENSSL_VERSION_NUMBER >= 0x30200000L
+		/* Newer OpenSSL may offload TLS 1.3 receive too; both are fine there. */
+		if (v->version == TLS1_3_VERSION && v->enable_ktls && r)
+			want_recv = true;
+#endif
+		ASSERT_EQ(want_recv, !!r);
+	}
+
+	/* The kernel agrees: one software TX/RX context per offloaded direction. */
+	if (!self->have_stat)
+		return;
+	ASSERT_EQ(0, tls_stat_read(&after));
+	TH_LOG("tls_stat delta: TlsTxSw +%lld TlsRxSw +%lld%s", after.tx_sw - self->before.tx_sw,
+	       after.rx_sw - self->before.rx_sw, self->own_netns ? "" : " (shared netns)");
+	if (self->own_netns) {
+		ASSERT_EQ(n_send, after.tx_sw - self->before.tx_sw);
+		ASSERT_EQ(n_recv, after.rx_sw - self->before.rx_sw);
+	} else {
+		ASSERT_LE(n_send, after.tx_sw - self->before.tx_sw);
+		ASSERT_LE(n_recv, after.rx_sw - self->before.rx_sw);
+	}
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: MIT
+# vm.mk - kernel-behaviour selftests that need a real guest kernel.
+#
+# selftests/vm/*.c are harness.h programs built into $(OUTPUT)/vm/. They run
+# on the host with `make test` (and SKIP where the host kernel lacks what they
+# need, e.g. CONFIG_TLS) and inside Debian kernels under qemu with
+# `make vm-test`, which boots every kernel in KERNELS and runs the guest
+# tests listed in selftests/vm/guest-tests (see selftests/vm/vm.sh).
+#
+#   make vm-test                     Debian 6.1 (newest ABI apt knows)
+#   make vm-test KERNELS="6.1 6.12"  several kernels
+#   make vm-test VM_TESTS=ktls_openssl
+#   make vm-shell                    a shell in the guest on this terminal
+
+VM_SRCS := $(wildcard selftests/vm/*.c)
+VM_BINS := $(patsubst selftests/vm/%.c,$(OUTPUT)/vm/%,$(VM_SRCS))
+KERNELS ?= 6.1
+
+TEST_BINS += $(VM_BINS)
+SELFTESTS += $(VM_BINS)
+
+$(OUTPUT)/vm/%.o: selftests/vm/%.c | $(OUTPUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Wno-sign-compare -Iselftests -c $< -o $@
+
+$(VM_BINS): $(OUTPUT)/vm/%: $(OUTPUT)/vm/%.o
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
+
+-include $(VM_BINS:%=%.d)
+
+.PHONY: vm-test vm-shell
+vm-test: deps
+	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS)
+	$(Q)KERNELS="$(KERNELS)" selftests/run_tests.sh selftests/test_vm.sh
+
+vm-shell: deps
+	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS)
+	$(Q)VM_SHELL=1 selftests/vm/vm.sh $(firstword $(KERNELS))
