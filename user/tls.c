@@ -74,8 +74,10 @@ X509 *tls_make_meta_cert(const uint8_t server_pub[32])
 	    !set_validity(x, -30L * 86400, 30L * 86400) || !X509_set_pubkey(x, pkey))
 		goto fail;
 	name = X509_get_subject_name(x);
-	if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
-					0) ||
+	/* 71 characters: over X.509's 64 for a CN, so bypass OpenSSL's string
+	 * table check by giving the ASN.1 type directly (as Go encodes it). */
+	if (!X509_NAME_add_entry_by_txt(name, "CN", V_ASN1_PRINTABLESTRING,
+					(const unsigned char *)cn, -1, -1, 0) ||
 	    !X509_set_issuer_name(x, name))
 		goto fail;
 	/* Exactly one extension: basic constraints, not a CA. */

@@ -1155,7 +1155,14 @@ static void conn_read(struct conn *c)
 	} else {
 		r = read(c->fd, buf + have, room);
 		if (r == 0) {
-			conn_close(c, "client closed");
+			if (c->state == CS_WAIT_CLIENTINFO)
+				STAT_ADD(w->stats.c[CTR_HANDSHAKE_FAILURES], 1);
+			conn_close(c,
+				   c->state == CS_WAIT_CLIENTINFO
+					   ? "client closed before its ClientInfo was complete"
+					   : c->state == CS_HTTP
+					   ? "client closed before a complete request"
+					   : "client closed");
 			return;
 		}
 		if (r < 0) {
