@@ -253,11 +253,12 @@ static inline long dd_log_size(const struct derp_daemon *d)
 }
 
 /*
- * Does the log, from byte offset since on, contain a line with any of the
- * '|'-separated words (case-insensitive)? Waits up to wait_ms for it.
+ * Find a line of the log, from byte offset since on, that contains needle
+ * and, if not NULL, also needle2 (case-insensitive); copy it to out. Waits up
+ * to wait_ms for it to appear.
  */
-static inline bool dd_log_has(const struct derp_daemon *d, long since, const char *words,
-			      int wait_ms)
+static inline bool dd_log_line(const struct derp_daemon *d, long since, const char *needle,
+			       const char *needle2, char *out, size_t cap, int wait_ms)
 {
 	int64_t deadline = derpc_now_ms() + wait_ms;
 
@@ -267,26 +268,32 @@ static inline bool dd_log_has(const struct derp_daemon *d, long since, const cha
 		FILE *f = fopen(d->log_path, "r");
 
 		if (f && fseek(f, since, SEEK_SET) == 0) {
-			while (!found && fgets(line, sizeof(line), f)) {
-				char w[64];
-				const char *p = words;
-
-				while (!found && *p) {
-					size_t l = strcspn(p, "|");
-
-					snprintf(w, sizeof(w), "%.*s", (int)l, p);
-					found = l && strcasestr(line, w);
-					p += l + (p[l] == '|');
-				}
-			}
+			while (!found && fgets(line, sizeof(line), f))
+				found = strcasestr(line, needle) &&
+					(!needle2 || strcasestr(line, needle2));
 		}
 		if (f)
 			fclose(f);
-		if (found)
+		if (found) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(out, cap, "%s", line);
 			return true;
+		}
 		usleep(20000);
 	} while (derpc_now_ms() < deadline);
 	return false;
+}
+
+/* "127.0.0.1:PORT" of our end of a connection, as the server logs its peer. */
+static inline void dd_local_addr(const struct derpc *c, char *out, size_t cap)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+
+	if (getsockname(derpc_fd(c), (struct sockaddr *)&sa, &sl) == 0)
+		snprintf(out, cap, "127.0.0.1:%u", ntohs(sa.sin_port));
+	else
+		snprintf(out, cap, "?");
 }
 
 static inline void dd_opts(const struct derp_daemon *d, struct derpc_opts *o)

@@ -86,6 +86,23 @@ static int write_tolerant(struct derpc *c, const void *buf, size_t len, int time
 	return err == -ECONNRESET || err == -EPIPE ? 0 : err;
 }
 
+/*
+ * The server must say in its log why it dropped the connection from addr
+ * (kderpd: "conn N close: ADDR ...: reason"): a line with the address and
+ * "close"/"closing"; the reason's wording stays free.
+ */
+static void check_logged(struct __test_metadata *_metadata, struct env *e, long since,
+			 const char *addr)
+{
+	char line[1024];
+
+	if (!dd_log_line(&e->d, since, addr, "clos", line, sizeof(line), 2000)) {
+		TH_LOG("no log line about closing the connection from %s", addr);
+		ASSERT_TRUE(false);
+	}
+	TH_LOG("log: %s", line);
+}
+
 /* ---- HTTP layer ---- */
 
 FIXTURE(http)
@@ -130,6 +147,8 @@ TEST_F(http, not_http)
 {
 	uint8_t junk[4096];
 	struct derpc c;
+	char addr[32];
+	long log0;
 	int st;
 
 	/* a TLS ClientHello-like start, then random bytes and line ends */
@@ -137,13 +156,16 @@ TEST_F(http, not_http)
 	memcpy(junk, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);
 	memcpy(junk + 2048, "\r\n\r\n", 4);
 	memcpy(junk + sizeof(junk) - 4, "\r\n\r\n", 4);
+	log0 = dd_log_size(&self->e.d);
 	ASSERT_EQ(0, dd_dial(&self->e.d, &c));
+	dd_local_addr(&c, addr, sizeof(addr));
 	ASSERT_EQ(0, write_tolerant(&c, junk, sizeof(junk), 5000));
 	st = read_status_then_close(_metadata, &c, SETUP_DEADLINE_MS);
 	derpc_close(&c);
 	ASSERT_LE(0, st);
 	if (st)
 		ASSERT_EQ(4, st / 100);
+	check_logged(_metadata, &self->e, log0, addr);
 	check_healthy(_metadata, &self->e);
 }
 
@@ -152,6 +174,8 @@ TEST_F(http, long_request_line)
 	size_t len = 100 << 10;
 	char *req = malloc(len + 256);
 	struct derpc c;
+	char addr[32];
+	long log0;
 	int st, n;
 
 	ASSERT_NE(NULL, req);
@@ -159,7 +183,9 @@ TEST_F(http, long_request_line)
 	memset(req + n, 'a', len);
 	n += (int)len;
 	n += sprintf(req + n, " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+	log0 = dd_log_size(&self->e.d);
 	ASSERT_EQ(0, dd_dial(&self->e.d, &c));
+	dd_local_addr(&c, addr, sizeof(addr));
 	ASSERT_EQ(0, write_tolerant(&c, req, (size_t)n, SETUP_DEADLINE_MS));
 	free(req);
 	st = read_status_then_close(_metadata, &c, SETUP_DEADLINE_MS);
@@ -167,6 +193,7 @@ TEST_F(http, long_request_line)
 	ASSERT_LE(0, st);
 	if (st)
 		ASSERT_EQ(4, st / 100);
+	check_logged(_metadata, &self->e, log0, addr);
 	check_healthy(_metadata, &self->e);
 }
 
@@ -401,11 +428,13 @@ TEST_F(client_info, closes_connection)
 	uint32_t hdr_len;
 	size_t len = 0;
 	struct derpc c;
+	char addr[32];
 	long log0;
 	int n, err;
 
 	ASSERT_EQ(0, dd_upgraded(&self->e.d, &c));
 	log0 = dd_log_size(&self->e.d);
+	dd_local_addr(&c, addr, sizeof(addr));
 	switch (kind) {
 	case CI_GARBAGE_BOX:
 		n = derpc_build_client_info(&c.key, c.server_pub, DERPC_CLIENT_INFO_JSON, p, cap);
@@ -491,9 +520,7 @@ TEST_F(client_info, closes_connection)
 		       CLOSE_DEADLINE_MS);
 	derpc_close(&c);
 	ASSERT_EQ(0, err);
-	if (!dd_log_has(&self->e.d, log0, "clientinfo|client info|handshake|box|key|json|frame",
-			1000))
-		TH_LOG("note: no log line about the rejected ClientInfo");
+	check_logged(_metadata, &self->e, log0, addr);
 	check_healthy(_metadata, &self->e);
 }
 
@@ -537,10 +564,14 @@ TEST_F(frame, closes_connection)
 	uint32_t len = VARIANT(frame)->len;
 	uint8_t *payload = calloc(1, len + 1);
 	struct derpc x;
+	char addr[32];
+	long log0;
 	int err;
 
 	ASSERT_NE(NULL, payload);
+	log0 = dd_log_size(&self->e.d);
 	ASSERT_EQ(0, dd_connect(&self->e.d, &x));
+	dd_local_addr(&x, addr, sizeof(addr));
 	/* address B where a key goes, so a wrongly accepted frame would touch it */
 	if (len >= DERP_KEY_LEN)
 		memcpy(payload, self->e.b.key.pub, DERP_KEY_LEN);
@@ -556,6 +587,7 @@ TEST_F(frame, closes_connection)
 	err = derpc_wait_closed(&x, CLOSE_DEADLINE_MS);
 	derpc_close(&x);
 	ASSERT_EQ(0, err);
+	check_logged(_metadata, &self->e, log0, addr);
 	check_healthy(_metadata, &self->e);
 }
 
@@ -576,6 +608,44 @@ FIXTURE_TEARDOWN(load)
 	env_teardown(_metadata, &self->e);
 }
 
+/*
+ * Probe whether key is registered: a disco packet to an unknown key makes
+ * the server answer PeerGone(key, NotHere). Returns ms until that happened,
+ * or -ETIMEDOUT.
+ */
+static int peer_gone_not_here(struct env *e, const uint8_t key[DERP_KEY_LEN], int timeout_ms)
+{
+	int64_t t0 = derpc_now_ms(), deadline = t0 + timeout_ms;
+	uint8_t disco[DERP_DISCO_MIN_LEN], got[64];
+	struct derpc p;
+	int ret = -ETIMEDOUT;
+
+	if (dd_connect(&e->d, &p))
+		return -ECONNREFUSED;
+	while (ret < 0 && derpc_now_ms() < deadline) {
+		int64_t until = derpc_now_ms() + 1000; /* NotHere is limited to 1/s */
+
+		derpc_fill_disco(disco, sizeof(disco));
+		if (derpc_send_packet(&p, key, disco, sizeof(disco)))
+			break;
+		while (derpc_now_ms() < until) {
+			uint8_t type;
+			size_t n = 0;
+
+			if (derpc_recv_frame(&p, &type, got, sizeof(got), &n,
+					     (int)(until - derpc_now_ms())))
+				break;
+			if (type == DERP_FRAME_PEER_GONE && n >= DERP_KEY_LEN + 1 &&
+			    !memcmp(got, key, DERP_KEY_LEN) && got[DERP_KEY_LEN] == 1) {
+				ret = (int)(derpc_now_ms() - t0);
+				break;
+			}
+		}
+	}
+	derpc_close(&p);
+	return ret;
+}
+
 #define FLOOD_PACKETS 40000
 #define FLOOD_SIZE 1200
 #define FLOOD_CHECK_EVERY 500
@@ -593,7 +663,7 @@ TEST_F_TIMEOUT(load, receiver_never_reads, 90)
 	uint8_t pkt[FLOOD_SIZE];
 	struct derpc s, r;
 	long rss0, peak = 0;
-	int worst = 0, rcvbuf = 4096;
+	int worst = 0, rcvbuf = 4096, gone_ms;
 	int64_t t0;
 
 	ASSERT_EQ(0, dd_connect(&e->d, &s));
@@ -624,6 +694,14 @@ TEST_F_TIMEOUT(load, receiver_never_reads, 90)
 	       peak - rss0);
 	EXPECT_GE(FLOOD_MAX_RTT_MS, worst);
 	EXPECT_GT(FLOOD_MAX_GROWTH_KB, peak - rss0);
+	/*
+	 * A receiver that blocks a write for the write timeout (2 s) is dropped:
+	 * once it is, a disco packet to its key gets PeerGone(NotHere) back.
+	 */
+	t0 = derpc_now_ms();
+	gone_ms = peer_gone_not_here(e, r.key.pub, 6000);
+	TH_LOG("non-reading receiver unregistered %d ms after the flood", gone_ms);
+	EXPECT_LE(0, gone_ms);
 	derpc_close(&s);
 	derpc_close(&r);
 	check_healthy(_metadata, e);
