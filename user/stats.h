@@ -72,11 +72,8 @@ struct counter_desc {
 };
 extern const struct counter_desc counter_descs[NCOUNTERS];
 
-#define RTT_BUCKETS(X)                                                              \
-	X("10ms", 10)                                                               \
-	X("20ms", 20) X("50ms", 50) X("100ms", 100) X("150ms", 150) X("250ms", 250) \
-		X("500ms", 500) X("inf", 0)
-#define NRTT_BUCKETS 9 /* the 8 above + "error" */
+/* derp_tcp_rtt buckets: 10, 20, 50, 100, 150, 250, 500 ms, inf, error. */
+#define NRTT_BUCKETS 9
 
 struct worker_stats {
 	uint64_t c[NCOUNTERS];
