@@ -1,0 +1,501 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_xdp_netns.c - STUN end to end over a veth pair between two network
+ * namespaces: userspace STUN and XDP STUN give the client the right mapped
+ * address and byte-identical replies; with XDP attached the userspace socket
+ * sees nothing, and the XDP counters move instead.
+ *
+ * The namespaces (and so the veth pair) get random names and are removed by
+ * teardown, or, if the test dies, by a watchdog process that outlives it.
+ * Needs root and iproute2; SKIPs otherwise.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+
+#include "harness.h"
+#include "stun.h"
+#include "xdp.h"
+
+#define SRV4 "10.77.0.1"
+#define CLI4 "10.77.0.2"
+#define SRV6 "fd77::1"
+#define CLI6 "fd77::2"
+#define STUN_PORT 3478
+
+struct env {
+	char ns_srv[32], ns_cli[32];
+	char if_srv[16], if_cli[16];
+	int fd_srv, fd_cli, fd_orig; /* namespace fds */
+	int watchdog_pipe;
+	pid_t watchdog;
+};
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int client_tx_csum_off(struct env *e);
+
+static int sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	ret = system(cmd);
+	return ret == 0 ? 0 : -1;
+}
+
+static int enter(int nsfd)
+{
+	return setns(nsfd, CLONE_NEWNET);
+}
+
+/* A process outside the test's process group that deletes the namespaces
+ * once the test closes its end of a pipe (or dies). */
+static pid_t start_watchdog(struct env *e)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe(p))
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		char c;
+		int devnull = open("/dev/null", O_RDWR);
+
+		setsid();
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		dup2(devnull, 2);
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != p[0])
+				close(fd);
+		while (read(p[0], &c, 1) < 0 && errno == EINTR)
+			;
+		sh("ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null", e->ns_srv,
+		   e->ns_cli);
+		_exit(0);
+	}
+	close(p[0]);
+	e->watchdog_pipe = p[1];
+	return pid;
+}
+
+static int env_up(struct env *e)
+{
+	uint8_t rnd[3];
+	char path[64];
+
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		return -1;
+	snprintf(e->ns_srv, sizeof(e->ns_srv), "kdxS%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
+	snprintf(e->ns_cli, sizeof(e->ns_cli), "kdxC%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
+	snprintf(e->if_srv, sizeof(e->if_srv), "xs%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
+	snprintf(e->if_cli, sizeof(e->if_cli), "xc%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
+	e->watchdog = start_watchdog(e);
+	if (e->watchdog < 0)
+		return -1;
+	if (sh("ip netns add %s && ip netns add %s", e->ns_srv, e->ns_cli) ||
+	    sh("ip -n %s link add %s type veth peer name %s netns %s", e->ns_srv, e->if_srv,
+	       e->if_cli, e->ns_cli) ||
+	    sh("ip -n %s addr add " SRV4 "/24 dev %s && ip -n %s addr add " SRV6 "/64 dev %s nodad",
+	       e->ns_srv, e->if_srv, e->ns_srv, e->if_srv) ||
+	    sh("ip -n %s addr add " CLI4 "/24 dev %s && ip -n %s addr add " CLI6 "/64 dev %s nodad",
+	       e->ns_cli, e->if_cli, e->ns_cli, e->if_cli) ||
+	    sh("ip -n %s link set lo up && ip -n %s link set %s up", e->ns_srv, e->ns_srv,
+	       e->if_srv) ||
+	    sh("ip -n %s link set lo up && ip -n %s link set %s up", e->ns_cli, e->ns_cli,
+	       e->if_cli))
+		return -1;
+	e->fd_orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/run/netns/%s", e->ns_srv);
+	e->fd_srv = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/run/netns/%s", e->ns_cli);
+	e->fd_cli = open(path, O_RDONLY | O_CLOEXEC);
+	if (e->fd_orig < 0 || e->fd_srv < 0 || e->fd_cli < 0)
+		return -1;
+	return client_tx_csum_off(e);
+}
+
+static void env_down(struct env *e)
+{
+	if (e->fd_orig > 0)
+		enter(e->fd_orig);
+	if (e->watchdog > 0) {
+		close(e->watchdog_pipe);
+		waitpid(e->watchdog, NULL, 0);
+		e->watchdog = 0;
+	}
+}
+
+/*
+ * veth offloads checksums: a locally sent datagram crosses it with only the
+ * pseudo-header sum in place (CHECKSUM_PARTIAL), which XDP, like derper's,
+ * rejects as invalid_udp_csum. Make the client side compute full checksums,
+ * as a packet from a real wire has them.
+ */
+static int client_tx_csum_off(struct env *e)
+{
+	struct ethtool_value ev = {.cmd = ETHTOOL_STXCSUM, .data = 0};
+	struct ifreq ifr = {0};
+	int fd, ret;
+
+	if (enter(e->fd_cli))
+		return -1;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", e->if_cli);
+	ifr.ifr_data = (void *)&ev;
+	ret = fd < 0 ? -1 : ioctl(fd, SIOCETHTOOL, &ifr);
+	if (fd >= 0)
+		close(fd);
+	enter(e->fd_orig);
+	return ret;
+}
+
+/* A UDP socket in the client namespace, bound to @ip. */
+static int client_socket(struct env *e, const char *ip)
+{
+	struct sockaddr_storage ss = {0};
+	socklen_t sl;
+	int fd;
+
+	if (enter(e->fd_cli))
+		return -1;
+	if (strchr(ip, ':')) {
+		struct sockaddr_in6 *s6 = (void *)&ss;
+
+		s6->sin6_family = AF_INET6;
+		inet_pton(AF_INET6, ip, &s6->sin6_addr);
+		sl = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (void *)&ss;
+
+		s4->sin_family = AF_INET;
+		inet_pton(AF_INET, ip, &s4->sin_addr);
+		sl = sizeof(*s4);
+	}
+	fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && bind(fd, (void *)&ss, sl)) {
+		close(fd);
+		fd = -1;
+	}
+	enter(e->fd_orig);
+	return fd;
+}
+
+static void make_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *sl)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (strchr(ip, ':')) {
+		struct sockaddr_in6 *s6 = (void *)ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		inet_pton(AF_INET6, ip, &s6->sin6_addr);
+		*sl = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (void *)ss;
+
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		inet_pton(AF_INET, ip, &s4->sin_addr);
+		*sl = sizeof(*s4);
+	}
+}
+
+/*
+ * Send @req to the server and wait for one reply (its payload in @reply and
+ * the sender in @from). Returns the reply length, or -1 on timeout. The
+ * first packets may meet neighbour resolution, so a lost try is retried.
+ */
+static ssize_t exchange(int fd, const char *srv, const uint8_t *req, size_t len, uint8_t *reply,
+			size_t cap, struct sockaddr_storage *from, int tries, int ms)
+{
+	struct sockaddr_storage to;
+	socklen_t tl, fl;
+
+	make_addr(srv, STUN_PORT, &to, &tl);
+	while (tries-- > 0) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+
+		if (sendto(fd, req, len, 0, (void *)&to, tl) != (ssize_t)len)
+			return -1;
+		if (poll(&p, 1, ms) == 1) {
+			fl = sizeof(*from);
+			return recvfrom(fd, reply, cap, 0, (void *)from, &fl);
+		}
+	}
+	return -1;
+}
+
+static __u64 xdp_slot(struct kderp_xdp *x, unsigned int af, unsigned int out, unsigned int end)
+{
+	struct kderp_stun_counter c[KDERP_STUN_NR_COUNTERS];
+
+	if (kderp_xdp_read_counters(x, c))
+		return (__u64)-1;
+	return c[kderp_stun_counter_idx(af, out, end)].packets;
+}
+
+/*
+ * Counters as soon as they reach @not_stun / @success (bounded wait: the
+ * server counts a reply after sendmmsg returns, which can be after the
+ * client already has it).
+ */
+static void counts_at_least(struct kderp_stun *s, struct kderp_stun_counts *c, uint64_t not_stun,
+			    uint64_t success)
+{
+	for (int i = 0; i < 100; i++) {
+		kderp_stun_get_counts(s, c);
+		if (c->not_stun >= not_stun && c->success >= success)
+			return;
+		usleep(10000);
+	}
+}
+
+FIXTURE(netns)
+{
+	struct env e;
+	struct kderp_stun *stun;
+	struct kderp_xdp *xdp, *peer_xdp;
+};
+
+FIXTURE_VARIANT(netns)
+{
+	const char *srv, *cli;
+	const char *mode; /* iface suffix: ":generic", ":native", or "" for auto */
+	bool v6;
+};
+
+FIXTURE_VARIANT_ADD(netns, ipv4_generic){.srv = SRV4, .cli = CLI4, .mode = ":generic"};
+FIXTURE_VARIANT_ADD(netns, ipv6_generic){.srv = SRV6, .cli = CLI6, .mode = ":generic", .v6 = true};
+FIXTURE_VARIANT_ADD(netns, ipv4_native){.srv = SRV4, .cli = CLI4, .mode = ":native"};
+FIXTURE_VARIANT_ADD(netns, ipv6_native){.srv = SRV6, .cli = CLI6, .mode = ":native", .v6 = true};
+FIXTURE_VARIANT_ADD(netns, ipv4_auto){.srv = SRV4, .cli = CLI4, .mode = ""};
+
+FIXTURE_SETUP(netns)
+{
+	if (geteuid() != 0)
+		SKIP(return, "needs root (network namespaces, XDP)");
+	if (sh("ip -V >/dev/null 2>&1"))
+		SKIP(return, "needs iproute2");
+	ASSERT_EQ(0, env_up(&self->e));
+	/* userspace STUN on the server address, in the server namespace */
+	ASSERT_EQ(0, enter(self->e.fd_srv));
+	self->stun = kderp_stun_start(VARIANT(netns)->srv, STUN_PORT);
+	enter(self->e.fd_orig);
+	ASSERT_NE(NULL, self->stun);
+}
+
+FIXTURE_TEARDOWN(netns)
+{
+	if (self->e.fd_srv > 0)
+		enter(self->e.fd_srv);
+	kderp_xdp_detach(self->xdp);
+	kderp_stun_stop(self->stun);
+	if (self->e.fd_cli > 0)
+		enter(self->e.fd_cli);
+	kderp_xdp_detach(self->peer_xdp);
+	env_down(&self->e);
+}
+
+TEST_F_TIMEOUT(netns, user_then_xdp, 60)
+{
+	const FIXTURE_VARIANT(netns) *v = VARIANT(netns);
+	uint8_t txid[12] = {0x5a, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+	uint8_t req[40], bad[40], user_reply[128], xdp_reply[128];
+	struct sockaddr_storage from, mapped, me, srv;
+	unsigned int af = v->v6 ? KDERP_STUN_AF_IPV6 : KDERP_STUN_AF_IPV4;
+	struct kderp_stun_counts c;
+	char ifspec[64], cmd[256];
+	ssize_t nu, nx;
+	socklen_t ml = sizeof(me), sl;
+	const char *mode;
+	int fd;
+
+	fd = client_socket(&self->e, v->cli);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, getsockname(fd, (void *)&me, &ml));
+	kderp_stun_build_request(req, sizeof(req), txid);
+
+	/* 1. no XDP: user space answers with the client's address */
+	nu = exchange(fd, v->srv, req, sizeof(req), user_reply, sizeof(user_reply), &from, 5, 1000);
+	ASSERT_EQ(v->v6 ? 44 : 32, nu);
+	ASSERT_EQ(0, kderp_stun_parse_response(user_reply, nu, txid, &mapped));
+	ASSERT_EQ(0, memcmp(&me, &mapped, ml));
+	make_addr(v->srv, STUN_PORT, &srv, &sl);
+	ASSERT_EQ(0, memcmp(&srv, &from, sl));
+	counts_at_least(self->stun, &c, 0, 1);
+	ASSERT_EQ(1, c.success);
+
+	/* 2. XDP on the server's veth */
+	snprintf(ifspec, sizeof(ifspec), "%s%s", *v->mode ? self->e.if_srv : "auto", v->mode);
+	ASSERT_EQ(0, enter(self->e.fd_srv));
+	self->xdp = kderp_xdp_attach(ifspec, v->srv, STUN_PORT);
+	if (!self->xdp && !strcmp(v->mode, ":native")) {
+		enter(self->e.fd_orig);
+		SKIP(close(fd); return, "native XDP on veth unavailable: %s", strerror(errno));
+	}
+	ASSERT_NE(NULL, self->xdp);
+	mode = kderp_xdp_mode(self->xdp, self->e.if_srv);
+	ASSERT_NE(NULL, mode);
+	if (!strcmp(v->mode, ":native"))
+		ASSERT_STREQ("native", mode);
+	if (!strcmp(v->mode, ":generic"))
+		ASSERT_STREQ("generic", mode);
+	/* the kernel agrees: ip link shows the program in that mode */
+	snprintf(cmd, sizeof(cmd), "ip -n %s link show dev %s | grep -q '%s'", self->e.ns_srv,
+		 self->e.if_srv, !strcmp(mode, "native") ? "xdp " : "xdpgeneric");
+	ASSERT_EQ(0, sh("%s", cmd));
+	enter(self->e.fd_orig);
+	if (!strcmp(mode, "native")) {
+		/* veth delivers XDP_TX frames to a peer only if it runs XDP too:
+		 * give the client side an instance (its packets all PASS) */
+		ASSERT_EQ(0, enter(self->e.fd_cli));
+		self->peer_xdp = kderp_xdp_attach(self->e.if_cli, "", STUN_PORT);
+		enter(self->e.fd_orig);
+		ASSERT_NE(NULL, self->peer_xdp);
+	}
+
+	nx = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
+	ASSERT_EQ(nu, nx);
+	ASSERT_EQ(0, memcmp(user_reply, xdp_reply, nu));
+	ASSERT_EQ(0, memcmp(&srv, &from, sl));
+	ASSERT_EQ(1, xdp_slot(self->xdp, af, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
+	kderp_stun_get_counts(self->stun, &c);
+	ASSERT_EQ(1, c.success); /* user space saw nothing */
+	ASSERT_EQ(0, c.not_stun);
+
+	/* 3. wrong SOFTWARE: XDP passes it up, user space counts not_stun, no reply */
+	memcpy(bad, req, sizeof(bad));
+	bad[31] = 'x';
+	nx = exchange(fd, v->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 1, 300);
+	ASSERT_EQ(-1, nx);
+	ASSERT_EQ(1,
+		  xdp_slot(self->xdp, af, KDERP_STUN_OUT_PASS, KDERP_STUN_END_INVALID_SW_ATTR_VAL));
+	counts_at_least(self->stun, &c, 1, 1);
+	ASSERT_EQ(1, c.not_stun);
+	ASSERT_EQ(1, c.success);
+
+	/* 4. bad FINGERPRINT: XDP (like derper's) does not check it and answers */
+	memcpy(bad, req, sizeof(bad));
+	bad[39] ^= 0xff;
+	nx = exchange(fd, v->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
+	ASSERT_EQ(nu, nx);
+	ASSERT_EQ(2, xdp_slot(self->xdp, af, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
+
+	/* 5. drop switch: nothing comes back, nothing reaches user space */
+	ASSERT_EQ(0, kderp_xdp_set_drop(self->xdp, true));
+	nx = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 1, 300);
+	ASSERT_EQ(-1, nx);
+	ASSERT_EQ(1, xdp_slot(self->xdp, af, KDERP_STUN_OUT_DROP, KDERP_STUN_END_DROP_STUN));
+	ASSERT_EQ(0, kderp_xdp_set_drop(self->xdp, false));
+
+	/* 6. detached: user space answers again, identically */
+	ASSERT_EQ(0, enter(self->e.fd_srv));
+	kderp_xdp_detach(self->xdp);
+	self->xdp = NULL;
+	enter(self->e.fd_orig);
+	nu = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
+	ASSERT_EQ(nx > 0 ? nx : (v->v6 ? 44 : 32), nu);
+	ASSERT_EQ(0, memcmp(user_reply, xdp_reply, nu));
+	counts_at_least(self->stun, &c, 1, 2);
+	ASSERT_EQ(2, c.success);
+	ASSERT_EQ(v->v6 ? 0 : 2, c.ipv4);
+	ASSERT_EQ(v->v6 ? 2 : 0, c.ipv6);
+	close(fd);
+}
+
+TEST_TIMEOUT(reattach_after_interface_returns, 60)
+{
+	uint8_t txid[12] = {0x77}, req[40], reply[128];
+	struct sockaddr_storage from;
+	struct env env = {0}, *e = &env;
+	struct kderp_xdp *x;
+	const char *mode = NULL;
+	char ifspec[64];
+	ssize_t n;
+	int fd;
+
+	/* on failure the watchdog removes the namespaces, and the process
+	 * exit closes the XDP link */
+	if (geteuid() != 0)
+		SKIP(return, "needs root (network namespaces, XDP)");
+	if (sh("ip -V >/dev/null 2>&1"))
+		SKIP(return, "needs iproute2");
+	ASSERT_EQ(0, env_up(e));
+	ASSERT_EQ(0, enter(e->fd_srv));
+	snprintf(ifspec, sizeof(ifspec), "%s:generic", e->if_srv);
+	x = kderp_xdp_attach(ifspec, SRV4, STUN_PORT);
+	enter(e->fd_orig);
+	ASSERT_NE(NULL, x);
+
+	/* delete the pair and build it again under the same names */
+	ASSERT_EQ(0, sh("ip -n %s link del %s", e->ns_srv, e->if_srv));
+	ASSERT_EQ(0,
+		  sh("ip -n %s link add %s type veth peer name %s netns %s", e->ns_srv, e->if_srv,
+		     e->if_cli, e->ns_cli));
+	ASSERT_EQ(0,
+		  sh("ip -n %s addr add " SRV4 "/24 dev %s && ip -n %s link set %s up", e->ns_srv,
+		     e->if_srv, e->ns_srv, e->if_srv));
+	ASSERT_EQ(0,
+		  sh("ip -n %s addr add " CLI4 "/24 dev %s && ip -n %s link set %s up", e->ns_cli,
+		     e->if_cli, e->ns_cli, e->if_cli));
+	ASSERT_EQ(0, client_tx_csum_off(e));
+	/* the watcher reacts to the link event (bounded wait: 10 s) */
+	for (int i = 0; i < 100 && !mode; i++) {
+		usleep(100000);
+		ASSERT_EQ(0, enter(e->fd_srv));
+		mode = kderp_xdp_mode(x, e->if_srv);
+		enter(e->fd_orig);
+	}
+	ASSERT_NE(NULL, mode);
+
+	fd = client_socket(e, CLI4);
+	ASSERT_LE(0, fd);
+	kderp_stun_build_request(req, sizeof(req), txid);
+	n = exchange(fd, SRV4, req, sizeof(req), reply, sizeof(reply), &from, 5, 1000);
+	ASSERT_EQ(32, n);
+	ASSERT_EQ(1,
+		  xdp_slot(x, KDERP_STUN_AF_IPV4, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
+	close(fd);
+	ASSERT_EQ(0, enter(e->fd_srv));
+	kderp_xdp_detach(x);
+	env_down(e);
+}
+
+TEST(attach_errors)
+{
+	errno = 0;
+	ASSERT_NULL(kderp_xdp_attach("", "", STUN_PORT));
+	ASSERT_EQ(EINVAL, errno);
+	if (geteuid() != 0)
+		SKIP(return, "needs root");
+	ASSERT_NULL(kderp_xdp_attach("kdx-no-such-if0", "", STUN_PORT));
+	ASSERT_EQ(ENODEV, errno);
+	ASSERT_NULL(kderp_xdp_attach("lo:turbo", "", STUN_PORT));
+	ASSERT_EQ(EINVAL, errno);
+	/* auto with an address nobody holds */
+	ASSERT_NULL(kderp_xdp_attach("auto", "192.0.2.123", STUN_PORT));
+	ASSERT_EQ(ENODEV, errno);
+}
+
+TEST_HARNESS_MAIN
