@@ -40,12 +40,16 @@ $(BENCH_DERPER):
 		$(GO) install tailscale.com/cmd/derper@$(DERPER_VERSION)
 
 QUICK ?= 0
+# kderpd worker threads and CPU pinning (server on CPU 0, load on the rest).
+BENCH_WORKERS ?= 1
+BENCH_PIN ?= 1
 .PHONY: bench
 bench: deps
 	$(Q)$(MAKE) --no-print-directory $(OUTPUT)/kderpd $(OUTPUT)/kderp-bench \
 		$(OUTPUT)/bench/ceiling-relay $(BENCH_DERPER)
-	$(Q)python3 tools/bench/run-bench.py --output $(abspath $(OUTPUT)) \
-		--derper $(abspath $(BENCH_DERPER)) --quick $(QUICK) \
+	$(Q)DERPER_VERSION=$(DERPER_VERSION) python3 tools/bench/run-bench.py \
+		--output $(abspath $(OUTPUT)) --derper $(abspath $(BENCH_DERPER)) \
+		--quick $(QUICK) --workers $(BENCH_WORKERS) --pin $(BENCH_PIN) \
 		--doc Documentation/performance.md
 
 -include $(BENCH_OBJS:.o=.d) $(CEILING_OBJS:.o=.d)

@@ -76,6 +76,9 @@ struct opts {
 	double ramp_from, ramp_factor, ramp_to;
 	double max_loss_pct;
 	double pace_us;
+	bool search;
+	int search_steps;
+	double warmup;
 };
 
 static struct opts o = {
@@ -445,7 +448,9 @@ static void sender_pump(struct worker *w, struct pair *p, uint64_t now, bool ref
 			if (!refill)
 				return;
 			if (w->pps_per_pair > 0) {
-				double burst = fmax(4.0, w->pps_per_pair * 0.002);
+				/* two refills' worth, so rounding never loses tokens */
+				double burst =
+					fmax(8.0, 2e-9 * w->pps_per_pair * (double)w->pace_ns);
 
 				p->tokens += (double)(now - p->last_refill) * w->pps_per_pair / 1e9;
 				p->last_refill = now;
@@ -852,6 +857,28 @@ static void json_add_result(const struct result *r)
 	json_array_append_new(g_json, j);
 }
 
+/*
+ * Go benchmark line for benchstat: one op = one delivered packet. The name
+ * carries the scenario; the server is told apart by the file it goes into.
+ */
+static void print_bench_line(const struct result *r)
+{
+	const char *kind = "Relay";
+
+	if (!strcmp(r->mode, "latency"))
+		kind = "Latency";
+	else if (!strcmp(r->mode, "ceiling"))
+		kind = "Ceiling";
+	printf("Benchmark%s/size=%d/pairs=%d/%s", kind, o.size, o.pairs,
+	       o.tgt.tls ? "tls" : "plain");
+	if (strcmp(r->mode, "ceiling"))
+		printf(r->target_mbps > 0 ? "/rate=%.0f" : "/unlimited", r->target_mbps);
+	printf("-%d\t%" PRIu64 "\t%.1f ns/op\t%.1f Mbit/s\t%.0f pkt/s\t%.3f loss-%%\t%.1f p50-us\t"
+	       "%.1f p99-us\t%.3f srv-cpu-s\n",
+	       ncpus(), r->rx ? r->rx : 1, r->rx ? r->secs * 1e9 / (double)r->rx : r->secs * 1e9,
+	       r->delivered_mbps, r->pps, r->loss_pct, r->p50, r->p99, r->server_cpu_s);
+}
+
 static void print_relay_result(const struct result *r)
 {
 	const char *tls = o.tgt.tls ? "tls" : "plain";
@@ -872,17 +899,8 @@ static void print_relay_result(const struct result *r)
 	       r->p99, r->p999, r->max_us);
 	printf("  cpu s      server %.2f  machine %.2f  bench %.2f   server rss %ld KiB\n",
 	       r->server_cpu_s, r->machine_cpu_s, r->bench_cpu_s, r->rss_kib);
-	/* Go benchmark format for benchstat: one op = one delivered packet. */
-	printf("Benchmark%s/size=%d/pairs=%d/%s",
-	       r->target_mbps > 0 && !strcmp(r->mode, "latency") ? "Latency" : "Relay", o.size,
-	       o.pairs, tls);
-	if (r->target_mbps > 0)
-		printf("/rate=%.0f", r->target_mbps);
-	printf("-%d\t%" PRIu64
-	       "\t%.1f ns/op\t%.1f Mbit/s\t%.0f pkt/s\t%.3f loss-%%\t%.1f p50-us\t%.1f "
-	       "p99-us\t%.3f srv-cpu-s\n",
-	       ncpus(), r->rx ? r->rx : 1, r->rx ? r->secs * 1e9 / (double)r->rx : r->secs * 1e9,
-	       r->delivered_mbps, r->pps, r->loss_pct, r->p50, r->p99, r->server_cpu_s);
+	if (strcmp(r->mode, "step"))
+		print_bench_line(r);
 	fflush(stdout);
 }
 
@@ -932,7 +950,10 @@ static int relay_step(double target_mbps, double secs, struct result *r)
 		pace = frames * 1e9 / pps_pair;
 		if (o.pace_us > 0)
 			pace = o.pace_us * 1000.0;
-		pace = fmin(fmax(pace, o.mode == MODE_LATENCY ? 10000.0 : 50000.0), 500000.0);
+		if (o.mode == MODE_LATENCY)
+			pace = fmin(fmax(pace, 10000.0), 500000.0);
+		else
+			pace = fmin(fmax(pace, 50000.0), 5000000.0);
 	}
 	for (i = 0; i < o.threads; i++) {
 		g_workers[i].pps_per_pair = pps_pair;
@@ -1083,54 +1104,83 @@ static int run_relay(void)
 			fprintf(stderr, "kderp-bench: setup failed: %s\n", strerror(-ret));
 		return EXIT_SETUP;
 	}
-	if (!o.ramp) {
+	if (o.warmup > 0) {
+		/* Same load, not reported: lets the server's heap and caches settle. */
+		ret = relay_step(o.search	  ? sqrt(o.ramp_from * o.ramp_to)
+					 : o.ramp ? o.ramp_from
+						  : o.rate_mbps,
+				 o.warmup, &r);
+		if (ret) {
+			print_relay_result(&r);
+			relay_teardown();
+			report_failure();
+			return EXIT_MIDRUN;
+		}
+	}
+	if (!o.ramp && !o.search) {
 		ret = relay_step(o.rate_mbps, o.duration, &r);
 		print_relay_result(&r);
 		json_add_result(&r);
 	} else {
-		double rate, best = 0, best_offered = 0;
-		int lossy = 0;
+		struct result best = {0};
+		double rate = o.ramp_from, lo = o.ramp_from, hi = o.ramp_to;
+		int lossy = 0, step;
+		bool retried = false;
 
-		for (rate = o.ramp_from; rate <= o.ramp_to * 1.0001; rate *= o.ramp_factor) {
+		/*
+		 * --ramp walks up geometrically until two steps in a row lose too
+		 * much or fall short of the target; --search bisects (in log scale)
+		 * between FROM and TO, retrying a bad step once. A step is good if it loses less than
+		 * --max-loss and delivers at least 90 % of its target. The ceiling
+		 * is the highest delivered rate among the steps under the loss bound.
+		 */
+		for (step = 0; step < 64; step++) {
+			bool good;
+
+			if (o.search) {
+				if (step >= o.search_steps)
+					break;
+				rate = sqrt(lo * hi);
+			} else if (rate > o.ramp_to * 1.0001) {
+				break;
+			}
 			ret = relay_step(rate, o.duration, &r);
+			r.mode = "step";
 			print_relay_result(&r);
 			json_add_result(&r);
 			if (ret)
 				break;
-			if (r.loss_pct < o.max_loss_pct && r.delivered_mbps > best) {
-				best = r.delivered_mbps;
-				best_offered = rate;
+			if (r.loss_pct < o.max_loss_pct && r.delivered_mbps > best.delivered_mbps)
+				best = r;
+			good = r.loss_pct < o.max_loss_pct && r.delivered_mbps >= 0.9 * rate;
+			if (o.search && !good && !retried) {
+				/* one retry: a single burst of outside load should not decide */
+				retried = true;
+				step--;
+				continue;
 			}
-			/* Stop once two steps in a row lose too much or fall short. */
-			if (r.loss_pct >= o.max_loss_pct || r.delivered_mbps < 0.9 * rate)
-				lossy++;
-			else
-				lossy = 0;
+			retried = false;
+			if (o.search) {
+				if (good)
+					lo = rate;
+				else
+					hi = rate;
+				continue;
+			}
+			lossy = good ? 0 : lossy + 1;
 			if (lossy >= 2)
 				break;
+			rate *= o.ramp_factor;
 		}
 		if (!ret) {
 			printf("ceiling %-8s size=%d pairs=%d %s: %.1f Mbit/s delivered with < "
 			       "%.1f %% "
-			       "loss (offered %.1f)\n",
-			       o.label, o.size, o.pairs, o.tgt.tls ? "tls" : "plain", best,
-			       o.max_loss_pct, best_offered);
-			if (g_json) {
-				json_t *j = json_object();
-
-				json_object_set_new(
-					j, "scenario",
-					json_string(o.scenario ? o.scenario : "ceiling"));
-				json_object_set_new(j, "mode", json_string("ceiling"));
-				json_object_set_new(j, "server", json_string(o.label));
-				json_object_set_new(j, "size", json_integer(o.size));
-				json_object_set_new(j, "pairs", json_integer(o.pairs));
-				json_object_set_new(j, "tls", json_boolean(o.tgt.tls));
-				json_object_set_new(j, "ceiling_mbps", json_real(best));
-				json_object_set_new(j, "ceiling_offered_mbps",
-						    json_real(best_offered));
-				json_array_append_new(g_json, j);
-			}
+			       "loss (target %.1f, p99 %.1f us)\n",
+			       o.label, o.size, o.pairs, o.tgt.tls ? "tls" : "plain",
+			       best.delivered_mbps, o.max_loss_pct, best.target_mbps, best.p99);
+			best.mode = "ceiling";
+			print_bench_line(&best);
+			json_add_result(&best);
 		}
 	}
 	relay_teardown();
@@ -1411,6 +1461,7 @@ static void usage(FILE *f)
 		"  -T, --threads N          load threads (default 1)\n"
 		"      --connect-threads N  parallel handshakes (default 4)\n"
 		"      --ramp FROM:FACTOR:TO  throughput ramp in Mbit/s; reports the ceiling\n"
+		"      --search LO:HI:STEPS bisect the ceiling between LO and HI Mbit/s\n"
 		"      --max-loss PCT       loss bound for the ceiling (default 1)\n"
 		"  -n, --clients N          idle: clients to open (default 1000)\n"
 		"      --hold SECS          idle: how long to hold them (default 2)\n"
@@ -1418,6 +1469,7 @@ static void usage(FILE *f)
 		"      --label NAME         server name in reports (default server)\n"
 		"      --scenario NAME      scenario name in JSON\n"
 		"      --json FILE          append results as a JSON array to FILE\n"
+		"      --warmup SECS        unreported warm-up step before measuring\n"
 		"      --pace-us US         rate mode: token refill interval (default: auto)\n"
 		"      --allow-remote       allow a target outside loopback/private netns\n"
 		"exit: 0 ok, 1 usage, 2 connect/handshake refused, 3 failed mid-run\n",
@@ -1483,7 +1535,9 @@ int main(int argc, char **argv)
 		O_SCEN,
 		O_JSON,
 		O_REMOTE,
-		O_PACE
+		O_PACE,
+		O_SEARCH,
+		O_WARMUP
 	};
 	static const struct option lo[] = {
 		{"server", required_argument, NULL, 's'},
@@ -1505,6 +1559,9 @@ int main(int argc, char **argv)
 		{"scenario", required_argument, NULL, O_SCEN},
 		{"json", required_argument, NULL, O_JSON},
 		{"allow-remote", no_argument, NULL, O_REMOTE},
+		{"pace-us", required_argument, NULL, O_PACE},
+		{"search", required_argument, NULL, O_SEARCH},
+		{"warmup", required_argument, NULL, O_WARMUP},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -1595,6 +1652,19 @@ int main(int argc, char **argv)
 			break;
 		case O_REMOTE:
 			o.allow_remote = true;
+			break;
+		case O_SEARCH:
+			if (sscanf(optarg, "%lf:%lf:%d", &o.ramp_from, &o.ramp_to,
+				   &o.search_steps) != 3 ||
+			    o.ramp_from <= 0 || o.ramp_to <= o.ramp_from || o.search_steps < 1 ||
+			    o.search_steps > 30) {
+				fprintf(stderr, "kderp-bench: bad --search `%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			o.search = true;
+			break;
+		case O_WARMUP:
+			o.warmup = atof(optarg);
 			break;
 		case O_PACE:
 			o.pace_us = atof(optarg);

@@ -1,0 +1,681 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""run-bench.py - `make bench`: kderpd vs Go derper vs the ceiling relay.
+
+Runs every server one at a time on loopback, alternates the order of the
+servers between repeats (A/B), takes the median of the repeats and writes:
+
+  OUTPUT/bench/results.json   one object per measured point
+  OUTPUT/bench/summary.json   medians, min-max spread and ratios
+  OUTPUT/bench/steps.json     every ceiling-search step
+  OUTPUT/bench/<server>.txt   Go benchmark lines (for benchstat)
+  Documentation/performance.md and Documentation/performance-relay.png
+
+Every measurement is bounded in time; every server is stopped after use.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HOSTNAME = "derp1.test"
+
+
+def log(msg):
+    el = time.monotonic() - T0
+    print(f"[bench {el:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+T0 = time.monotonic()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, secs=15.0):
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def raise_nofile():
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    except (ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Bench:
+    def __init__(self, args):
+        self.out = args.output
+        self.dir = os.path.join(self.out, "bench")
+        self.quick = args.quick
+        self.derper = args.derper
+        self.kderpd = os.path.join(self.out, "kderpd")
+        self.ceiling = os.path.join(self.dir, "ceiling-relay")
+        self.loadgen = os.path.join(self.out, "kderp-bench")
+        self.doc = args.doc
+        self.repeats = args.repeats or (1 if self.quick else 3)
+        self.budget = 170 if self.quick else 1140
+        self.ncpu = os.cpu_count() or 1
+        self.pin = args.pin and self.ncpu >= 2
+        self.server_cpus = "0"
+        self.bench_cpus = ",".join(str(c) for c in range(1, self.ncpu)) if self.ncpu > 1 else "0"
+        self.workers = args.workers
+        self.points = []
+        self.steps = []
+        self.errors = []
+        self.truncated = False
+        self.benchlines = {}
+        os.makedirs(self.dir, exist_ok=True)
+        self.certdir = os.path.join(self.dir, "certs")
+        self.logdir = os.path.join(self.dir, "logs")
+        os.makedirs(self.logdir, exist_ok=True)
+        self.servers = [s for s in ("kderpd", "derper") if self.have(s)]
+        self.missing = [s for s in ("kderpd", "derper") if not self.have(s)]
+
+    def have(self, name):
+        path = {"kderpd": self.kderpd, "derper": self.derper}[name]
+        return os.access(path, os.X_OK)
+
+    def over_budget(self):
+        if time.monotonic() - T0 > self.budget:
+            if not self.truncated:
+                log("time budget reached: skipping the remaining measurements")
+            self.truncated = True
+        return self.truncated
+
+    # ---- servers ----
+
+    def make_cert(self):
+        os.makedirs(self.certdir, exist_ok=True)
+        crt = os.path.join(self.certdir, HOSTNAME + ".crt")
+        key = os.path.join(self.certdir, HOSTNAME + ".key")
+        if os.path.exists(crt) and os.path.exists(key):
+            return
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "30", "-subj", "/CN=" + HOSTNAME,
+             "-addext", "subjectAltName=DNS:" + HOSTNAME,
+             "-keyout", key, "-out", crt],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def server_cmd(self, name, port, tls):
+        addr = f"127.0.0.1:{port}"
+        if name == "ceiling":
+            return [self.ceiling, "-a", addr, "-d", "900"]
+        keyfile = os.path.join(self.dir, f"{name}.key.json")
+        binary = self.kderpd if name == "kderpd" else self.derper
+        cmd = [binary, "-a", addr, "--stun=false", "-c", keyfile]
+        if tls:
+            cmd += ["--certmode=manual", "--certdir", self.certdir, "--hostname", HOSTNAME]
+        if name == "kderpd" and self.workers:
+            cmd += ["--workers", str(self.workers)]
+        return cmd
+
+    def start(self, name, tls):
+        port = free_port()
+        cmd = self.server_cmd(name, port, tls)
+        if self.pin:
+            cmd = ["taskset", "-c", self.server_cpus] + cmd
+        logf = open(os.path.join(self.logdir, f"{name}.log"), "ab")
+        logf.write(f"\n== {' '.join(cmd)}\n".encode())
+        logf.flush()
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                                preexec_fn=raise_nofile, cwd=self.dir)
+        logf.close()
+        if not wait_port(port, proc):
+            self.stop(proc)
+            raise RuntimeError(f"{name} did not start (see {self.logdir}/{name}.log)")
+        return proc, port
+
+    @staticmethod
+    def stop(proc):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    # ---- one kderp-bench run ----
+
+    def run_bench(self, name, port, tls, mode, args, timeout):
+        jpath = os.path.join(self.dir, "last.json")
+        if os.path.exists(jpath):
+            os.unlink(jpath)
+        cmd = [self.loadgen, mode, "-s", f"127.0.0.1:{port}", "--label", name,
+               "--json", jpath] + args
+        if tls:
+            cmd += ["--tls", "--sni", HOSTNAME]
+        if self.pin:
+            cmd = ["taskset", "-c", self.bench_cpus] + cmd
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+            out, rc = r.stdout.decode(errors="replace"), r.returncode
+        except subprocess.TimeoutExpired as e:
+            out, rc = (e.stdout or b"").decode(errors="replace"), -1
+        with open(os.path.join(self.logdir, "kderp-bench.log"), "a") as f:
+            f.write(f"\n== {' '.join(cmd)}\n{out}")
+        for line in out.splitlines():
+            if line.startswith("Benchmark"):
+                self.benchlines.setdefault(name, []).append(line)
+        res = []
+        if os.path.exists(jpath):
+            with open(jpath) as f:
+                res = json.load(f)
+        return rc, res, out
+
+    def measure(self, name, tls, mode, args, timeout, scenario, extra=None, pid_arg=True):
+        """Start the server, run one bench, stop it; return result objects."""
+        try:
+            proc, port = self.start(name, tls)
+        except RuntimeError as e:
+            self.errors.append(f"{scenario} {name}: {e}")
+            log(str(e))
+            return []
+        try:
+            a = list(args)
+            if pid_arg:
+                a += ["--server-pid", str(proc.pid)]
+            rc, res, out = self.run_bench(name, port, tls, mode, a, timeout)
+            died = proc.poll() is not None
+        finally:
+            self.stop(proc)
+        if rc != 0 or died:
+            why = [l for l in out.splitlines() if "FAILED" in l or "failed" in l][:1]
+            msg = f"{scenario} {name}: kderp-bench exit {rc}" + (" (server died)" if died else "")
+            if why:
+                msg += ": " + why[0].strip()
+            self.errors.append(msg)
+            log(msg)
+        for r in res:
+            r["scenario"] = scenario
+            if extra:
+                r.update(extra)
+        return res
+
+    # ---- scenarios ----
+
+    def relay_scenarios(self):
+        s = [("relay-1400-p10-plain", 1400, 10, False),
+             ("relay-1400-p10-tls", 1400, 10, True),
+             ("relay-64-p100-plain", 64, 100, False)]
+        if not self.quick:
+            s += [("relay-1400-p1-plain", 1400, 1, False),
+                  ("relay-1400-p100-plain", 1400, 100, False),
+                  ("relay-1400-p1-tls", 1400, 1, True),
+                  ("relay-1400-p100-tls", 1400, 100, True)]
+        return s
+
+    def ceilings(self, rep):
+        steps = 4 if self.quick else 6
+        dur = 1.0 if self.quick else 1.5
+        order = self.rotate(["kderpd", "derper", "ceiling"], rep)
+        for scen, size, pairs, tls in self.relay_scenarios():
+            lo, hi = (5, 2000) if size < 200 else (50, 20000)
+            for name in order:
+                if self.over_budget():
+                    return
+                if name == "ceiling" and tls:
+                    continue
+                if name != "ceiling" and name not in self.servers:
+                    continue
+                log(f"rep {rep + 1}: {scen} on {name}")
+                res = self.measure(name, tls, "throughput",
+                                   ["-S", str(size), "-p", str(pairs), "-t", str(dur),
+                                    "--search", f"{lo}:{hi}:{steps}"],
+                                   60 + steps * (dur + 15), scen, {"repeat": rep})
+                for r in res:
+                    if r["mode"] == "ceiling":
+                        r["kind"] = "ceiling"
+                        self.points.append(r)
+                    else:
+                        self.steps.append(r)
+
+    def rotate(self, names, rep):
+        k = rep % len(names)
+        return names[k:] + names[:k]
+
+    def sweep(self):
+        rates = [500, 1000, 2000, 4000] if self.quick else \
+            [250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000]
+        dur = 1.0 if self.quick else 1.5
+        for name in ["derper", "kderpd", "ceiling"]:
+            if name != "ceiling" and name not in self.servers:
+                continue
+            for rate in rates:
+                if self.over_budget():
+                    return
+                log(f"sweep {name} {rate} Mbit/s")
+                res = self.measure(name, False, "throughput",
+                                   ["-S", "1400", "-p", "10", "-t", str(dur), "-r", str(rate)],
+                                   60, "sweep-1400-p10-plain", {"repeat": 0, "kind": "sweep"})
+                self.points += res
+
+    def latency(self, rep, derper_ceiling):
+        dur = 1.5 if self.quick else 3.0
+        for level in (0.5, 1.0):
+            rate = max(10.0, level * derper_ceiling)
+            for name in self.rotate(["kderpd", "derper", "ceiling"], rep):
+                if self.over_budget():
+                    return
+                if name != "ceiling" and name not in self.servers:
+                    continue
+                scen = f"latency-{int(level * 100)}pct-1400-p10-plain"
+                log(f"rep {rep + 1}: {scen} ({rate:.0f} Mbit/s) on {name}")
+                res = self.measure(name, False, "latency",
+                                   ["-S", "1400", "-p", "10", "-t", str(dur), "-r", f"{rate:.1f}"],
+                                   60, scen, {"repeat": rep, "kind": "latency", "level": level})
+                self.points += res
+
+    def idle(self, rep):
+        clients = 2000 if self.quick else 10000
+        for name in self.rotate(["kderpd", "derper"], rep):
+            if self.over_budget():
+                return
+            if name not in self.servers:
+                continue
+            log(f"rep {rep + 1}: idle {clients} clients on {name}")
+            res = self.measure(name, False, "idle",
+                               ["-n", str(clients), "--hold", "2", "--connect-threads", "4"],
+                               120, f"idle-{clients}", {"repeat": rep, "kind": "idle"})
+            self.points += res
+
+    def churn(self, rep):
+        dur = 1.5 if self.quick else 3.0
+        for name in self.rotate(["kderpd", "derper"], rep):
+            if self.over_budget():
+                return
+            if name not in self.servers:
+                continue
+            log(f"rep {rep + 1}: handshake churn on {name}")
+            res = self.measure(name, False, "churn",
+                               ["-t", str(dur), "--connect-threads", "4"],
+                               60, "handshakes", {"repeat": rep, "kind": "churn"})
+            self.points += res
+
+    # ---- aggregation ----
+
+    def values(self, scenario, server, key, kind=None):
+        out = []
+        for p in self.points:
+            if p.get("scenario") != scenario or p.get("server") != server:
+                continue
+            if kind and p.get("kind") != kind:
+                continue
+            v = p.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.append(float(v))
+        return out
+
+    def stat(self, scenario, server, key, kind=None):
+        v = self.values(scenario, server, key, kind)
+        if not v:
+            return None
+        return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+
+    def run(self):
+        self.make_cert()
+        log(f"servers: {', '.join(self.servers + ['ceiling'])}; repeats {self.repeats}; "
+            f"pinning {'server cpu ' + self.server_cpus + ', bench cpu ' + self.bench_cpus if self.pin else 'off'}")
+        for rep in range(self.repeats):
+            self.ceilings(rep)
+        dc = self.stat("relay-1400-p10-plain", "derper", "delivered_mbps", "ceiling")
+        self.derper_ceiling = dc["median"] if dc else 1000.0
+        for rep in range(self.repeats):
+            self.latency(rep, self.derper_ceiling)
+        for rep in range(self.repeats):
+            self.idle(rep)
+            self.churn(rep)
+        self.sweep()
+        self.write_outputs()
+
+    # ---- outputs ----
+
+    def summary(self):
+        rows = []
+        keys = ["delivered_mbps", "offered_mbps", "pps", "loss_pct", "p50_us", "p90_us",
+                "p99_us", "p999_us", "server_cpu_s", "rss_kib", "handshakes_per_s",
+                "rss_per_client_kib", "failures", "fds_before", "fds_after", "rss_before_kib",
+                "rss_after_kib", "target_mbps"]
+        scen = sorted({(p["scenario"], p["server"], p.get("kind", "")) for p in self.points
+                       if p.get("kind") != "sweep"})
+        for sc, srv, kind in scen:
+            row = {"scenario": sc, "server": srv, "kind": kind}
+            for k in keys:
+                st = self.stat(sc, srv, k, kind)
+                if st:
+                    row[k] = st
+            rows.append(row)
+        return rows
+
+    def write_outputs(self):
+        results = []
+        for p in self.points:
+            q = dict(p)
+            q.setdefault("kind", q.get("mode"))
+            results.append(q)
+        with open(os.path.join(self.dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        with open(os.path.join(self.dir, "steps.json"), "w") as f:
+            json.dump(self.steps, f, indent=1)
+        self.summary_rows = self.summary()
+        with open(os.path.join(self.dir, "summary.json"), "w") as f:
+            json.dump({"summary": self.summary_rows, "errors": self.errors,
+                       "truncated": self.truncated}, f, indent=1)
+        for name, lines in self.benchlines.items():
+            with open(os.path.join(self.dir, f"{name}.txt"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+        png = self.plot()
+        self.write_doc(png)
+        log(f"wrote {self.dir}/results.json and {self.doc}")
+
+    def plot(self):
+        if not shutil.which("gnuplot"):
+            return None
+        docdir = os.path.dirname(os.path.abspath(self.doc))
+        png = os.path.join(docdir, "performance-relay.png")
+        series = []
+        for name in ["derper", "kderpd", "ceiling"]:
+            pts = sorted((p["offered_mbps"], p["delivered_mbps"]) for p in self.points
+                         if p.get("kind") == "sweep" and p["server"] == name
+                         and p.get("offered_mbps") is not None)
+            if not pts:
+                continue
+            dat = os.path.join(self.dir, f"sweep-{name}.dat")
+            with open(dat, "w") as f:
+                for x, y in pts:
+                    f.write(f"{x:.1f} {y:.1f}\n")
+            series.append((name, dat))
+        if not series:
+            return None
+        plots = ", ".join(f"'{dat}' using 1:2 with linespoints title '{name}'"
+                          for name, dat in series)
+        script = (
+            "set terminal pngcairo size 800,500 font 'sans,10'\n"
+            f"set output '{png}'\n"
+            "set title 'DERP relay, 1,400-byte packets, 10 sender/receiver pairs, plain HTTP'\n"
+            "set xlabel 'offered (Mbit/s)'\nset ylabel 'delivered (Mbit/s)'\n"
+            "set key top left\nset grid\n"
+            f"plot x title 'offered = delivered' with lines dashtype 2 lc rgb 'gray', {plots}\n")
+        r = subprocess.run(["gnuplot"], input=script.encode(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+        if r.returncode:
+            log("gnuplot failed: " + r.stderr.decode(errors="replace"))
+            return None
+        return png
+
+    # ---- the document ----
+
+    def fmt(self, st, digits=0):
+        if not st:
+            return "n/a"
+        m, lo, hi = st["median"], st["min"], st["max"]
+        if st["n"] == 1:
+            return f"{m:,.{digits}f}"
+        return f"{m:,.{digits}f} ({lo:,.{digits}f}–{hi:,.{digits}f})"
+
+    @staticmethod
+    def ratio(a, b, digits=2):
+        if not a or not b or not b["median"]:
+            return "n/a"
+        return f"{a['median'] / b['median']:.{digits}f}x"
+
+    def machine(self):
+        model = "unknown"
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        model = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        mem = ""
+        try:
+            with open("/proc/meminfo") as f:
+                kib = int(f.readline().split()[1])
+                mem = f"{kib / 1024 / 1024:.0f} GiB"
+        except (OSError, ValueError, IndexError):
+            pass
+        ossl = subprocess.run(["openssl", "version"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL).stdout.decode().strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL).stdout.decode().strip() or "unknown"
+        return model, mem, ossl, rev
+
+    def write_doc(self, png):
+        model, mem, ossl, rev = self.machine()
+        q = " QUICK=1" if self.quick else ""
+        L = []
+        L.append("# kderp performance\n")
+        L.append(f"Written by `make bench{q}` on "
+                 f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+                 f"(kderp {rev}). Raw data: `$(OUTPUT)/bench/results.json` (one object per "
+                 "measured point), `summary.json` (medians and spread), `steps.json` (every "
+                 "ceiling-search step) and Go benchmark lines per server in `<server>.txt` "
+                 "(`benchstat derper.txt kderpd.txt`).\n")
+        if self.quick:
+            L.append("**This is a QUICK run**: one repeat, short steps, fewer scenarios. "
+                     "Use the full `make bench` for figures to quote.\n")
+        if self.missing:
+            L.append(f"**Not measured** (binary missing): {', '.join(self.missing)}.\n")
+        if self.truncated:
+            L.append("**Truncated**: the time budget ran out before every measurement was "
+                     "taken.\n")
+        L.append("## Machine\n")
+        L.append(f"- CPU: {model}, {self.ncpu} cores online; memory {mem}")
+        L.append(f"- Kernel: {platform.release()} ({platform.machine()})")
+        L.append(f"- {ossl}; Go derper `tailscale.com/cmd/derper@{self.derper_version()}` "
+                 "built by `make bench` with the local Go toolchain")
+        pin = (f"servers pinned to CPU {self.server_cpus} and kderp-bench to CPU "
+               f"{self.bench_cpus} with `taskset`" if self.pin else "no CPU pinning")
+        L.append(f"- Placement: {pin}; kderpd started with "
+                 f"`--workers {self.workers}`.\n" if self.workers else f"- Placement: {pin}.\n")
+        L.append("## Method\n")
+        L.append(
+            "- One server at a time on 127.0.0.1, a fresh process for every measurement, plain "
+            "HTTP (`-a 127.0.0.1:PORT --stun=false`) or TLS with a self-signed P-256 certificate "
+            f"(`--certmode=manual --certdir DIR --hostname {HOSTNAME}`); kderpd and derper get "
+            "the same flags.")
+        L.append(
+            "- The **ceiling** relay (`tools/bench/ceiling-relay.c`) does the same framing and "
+            "handshake with one epoll thread, one table lookup per packet, no queues, no checks "
+            "and no per-packet crypto: the most a user-space relay can deliver here. Plain HTTP "
+            "only.")
+        L.append(
+            "- Load: `kderp-bench` opens P sender/receiver pairs; each sender sends SendPacket "
+            "frames to its receiver at a token-bucket rate; receivers check the source key, the "
+            "length and a per-pair sequence number; latency is one-way, from a CLOCK_MONOTONIC "
+            "timestamp in each payload. Rates are payload bits (S bytes per packet). Loss = "
+            "packets written to the server but never delivered (after a drain of up to 2 s).")
+        steps = 4 if self.quick else 6
+        dur = 1.0 if self.quick else 1.5
+        L.append(
+            f"- **Ceiling** = highest delivered rate with < 1 % loss, found by a {steps}-step "
+            f"log-scale bisection ({dur} s per step) between 50 and 20,000 Mbit/s (5 and "
+            "2,000 for 64-byte packets); a step is good if it loses < 1 % and delivers >= 90 % "
+            "of its target.")
+        L.append(
+            f"- {self.repeats} repeat(s) per point; the order of the servers rotates between "
+            "repeats (A/B alternation). Tables give the median and, in parentheses, the "
+            "min–max spread.")
+        L.append(
+            "- Server CPU = user+sys seconds of the server process from `/proc/PID/stat` over the "
+            "step; RSS from `/proc/PID/status`.")
+        L.append(
+            "- This machine has only "
+            f"{self.ncpu} cores, so the load generator and the server each get one: on loopback "
+            "the bench spends about as much CPU on its sockets as the relay, and the ceiling row "
+            "shows where the machine, not the relay, stops.\n")
+
+        L.append("## Throughput at the ceiling (Mbit/s delivered, < 1 % loss)\n")
+        L.append("| scenario | derper | kderpd | ceiling | kderpd/derper | kderpd/ceiling |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for scen, size, pairs, tls in self.relay_scenarios():
+            d = self.stat(scen, "derper", "delivered_mbps", "ceiling")
+            k = self.stat(scen, "kderpd", "delivered_mbps", "ceiling")
+            c = self.stat(scen, "ceiling", "delivered_mbps", "ceiling")
+            label = f"{size:,} B, {pairs} pair{'s' if pairs > 1 else ''}, {'TLS' if tls else 'plain'}"
+            L.append(f"| {label} | {self.fmt(d)} | {self.fmt(k)} | "
+                     f"{self.fmt(c) if not tls else '—'} | {self.ratio(k, d)} | "
+                     f"{self.ratio(k, c) if not tls else '—'} |")
+        L.append("")
+        L.append("At the ceiling step (medians): packets/s, loss, one-way latency and server "
+                 "CPU.\n")
+        L.append("| scenario | server | pkt/s | loss % | p50 µs | p99 µs | server CPU s | RSS KiB |")
+        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for scen, size, pairs, tls in self.relay_scenarios():
+            for srv in ("derper", "kderpd", "ceiling"):
+                st = self.stat(scen, srv, "pps", "ceiling")
+                if not st:
+                    continue
+                g = lambda k, d=0: self.fmt_m(self.stat(scen, srv, k, "ceiling"), d)
+                L.append(f"| {scen} | {srv} | {g('pps')} | {g('loss_pct', 2)} | "
+                         f"{g('p50_us')} | {g('p99_us')} | {g('server_cpu_s', 2)} | "
+                         f"{g('rss_kib')} |")
+        L.append("")
+
+        L.append(f"## Latency under load (1,400 B, 10 pairs, plain; derper's ceiling "
+                 f"{self.derper_ceiling:,.0f} Mbit/s)\n")
+        L.append("| load | server | delivered Mbit/s | loss % | p50 µs | p90 µs | p99 µs | "
+                 "p99.9 µs |")
+        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for level in (50, 100):
+            scen = f"latency-{level}pct-1400-p10-plain"
+            for srv in ("derper", "kderpd", "ceiling"):
+                if not self.stat(scen, srv, "p99_us", "latency"):
+                    continue
+                g = lambda k, d=0: self.fmt(self.stat(scen, srv, k, "latency"), d)
+                L.append(f"| {level} % | {srv} | {g('delivered_mbps')} | {g('loss_pct', 2)} | "
+                         f"{g('p50_us')} | {g('p90_us')} | {g('p99_us')} | {g('p999_us')} |")
+        L.append("")
+        k100 = self.stat("latency-100pct-1400-p10-plain", "kderpd", "p99_us", "latency")
+        d100 = self.stat("latency-100pct-1400-p10-plain", "derper", "p99_us", "latency")
+        L.append(f"p99 ratio kderpd/derper at derper's ceiling: {self.ratio(k100, d100)}.\n")
+
+        L.append("## Connections\n")
+        L.append("| measurement | server | handshakes/s | RSS per client KiB | failures | "
+                 "fds before → after | RSS KiB before → after |")
+        L.append("| --- | --- | ---: | ---: | ---: | --- | --- |")
+        idle_scen = f"idle-{2000 if self.quick else 10000}"
+        for scen, kind in ((idle_scen, "idle"), ("handshakes", "churn")):
+            for srv in ("derper", "kderpd"):
+                if not self.stat(scen, srv, "handshakes_per_s", kind):
+                    continue
+                g = lambda k, d=0: self.fmt(self.stat(scen, srv, k, kind), d)
+                m = lambda k: self.fmt_m(self.stat(scen, srv, k, kind), 0)
+                L.append(f"| {scen} | {srv} | {g('handshakes_per_s')} | "
+                         f"{g('rss_per_client_kib', 2) if kind == 'idle' else '—'} | "
+                         f"{g('failures')} | {m('fds_before')} → {m('fds_after')} | "
+                         f"{m('rss_before_kib')} → {m('rss_after_kib')} |")
+        L.append("")
+        L.append("`idle` opens the clients with 4 parallel handshake threads, then holds them "
+                 "2 s; RSS per client = (server RSS after − before) / clients. `handshakes` "
+                 "connects, completes the DERP handshake and closes as fast as 4 threads can.\n")
+
+        L.append("## Targets\n")
+        L.append("| target | measured | met |")
+        L.append("| --- | --- | --- |")
+        for scen, what in (("relay-1400-p10-plain", "plain"), ("relay-1400-p10-tls", "TLS")):
+            k = self.stat(scen, "kderpd", "delivered_mbps", "ceiling")
+            d = self.stat(scen, "derper", "delivered_mbps", "ceiling")
+            r = k["median"] / d["median"] if k and d and d["median"] else None
+            L.append(f"| kderpd ≥ 3x derper at the ceiling, 1,400 B, 10 pairs, {what} | "
+                     f"{self.ratio(k, d)} | {self.met(r, 3.0)} |")
+        k = self.stat("relay-1400-p10-plain", "kderpd", "delivered_mbps", "ceiling")
+        c = self.stat("relay-1400-p10-plain", "ceiling", "delivered_mbps", "ceiling")
+        r = k["median"] / c["median"] if k and c and c["median"] else None
+        L.append(f"| kderpd ≥ 70 % of the ceiling relay | {self.ratio(k, c)} | "
+                 f"{self.met(r, 0.7)} |")
+        r = k100["median"] / d100["median"] if k100 and d100 and d100["median"] else None
+        L.append(f"| p99 ≤ 0.5x derper's at derper's ceiling | {self.ratio(k100, d100)} | "
+                 f"{self.met(r, 0.5, lower=True)} |")
+        ki = self.stat(idle_scen, "kderpd", "rss_per_client_kib", "idle")
+        L.append(f"| ≤ 2 KiB RSS per idle client | "
+                 f"{self.fmt_m(ki, 2) + ' KiB' if ki else 'n/a'} | "
+                 f"{self.met(ki['median'] if ki else None, 2.0, lower=True)} |")
+        kh = self.stat("handshakes", "kderpd", "handshakes_per_s", "churn")
+        dh = self.stat("handshakes", "derper", "handshakes_per_s", "churn")
+        r = kh["median"] / dh["median"] if kh and dh and dh["median"] else None
+        L.append(f"| handshakes/s ≥ 2x derper | {self.ratio(kh, dh)} | {self.met(r, 2.0)} |")
+        L.append("")
+        if png:
+            L.append("## Delivered vs offered\n")
+            L.append("1,400-byte packets, 10 pairs, plain HTTP, one run per point "
+                     f"({'1.0' if self.quick else '1.5'} s each); the last points are beyond "
+                     "what the relay (or the machine) can carry.\n")
+            L.append(f"![delivered vs offered]({os.path.basename(png)})\n")
+        if self.errors:
+            L.append("## Failed measurements\n")
+            for e in self.errors:
+                L.append(f"- {e}")
+            L.append("")
+        L.append("## Reproduce\n")
+        L.append("```\nmake bench            # full run, about 15-20 minutes\n"
+                 "make bench QUICK=1    # under 3 minutes\n"
+                 "$(OUTPUT)/kderp-bench throughput -s 127.0.0.1:3340 -p 10 -S 1400 "
+                 "--search 50:20000:6 -t 1.5\n```\n")
+        with open(self.doc, "w") as f:
+            f.write("\n".join(L))
+
+    @staticmethod
+    def fmt_m(st, digits=0):
+        if not st:
+            return "n/a"
+        return f"{st['median']:,.{digits}f}"
+
+    @staticmethod
+    def met(value, bound, lower=False):
+        if value is None:
+            return "not measured"
+        ok = value <= bound if lower else value >= bound
+        return "yes" if ok else "no"
+
+    def derper_version(self):
+        return os.environ.get("DERPER_VERSION", "unknown")
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--output", required=True)
+    ap.add_argument("--derper", required=True)
+    ap.add_argument("--doc", required=True)
+    ap.add_argument("--quick", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--pin", type=int, default=1)
+    args = ap.parse_args()
+    b = Bench(args)
+    if not os.access(b.loadgen, os.X_OK) or not os.access(b.ceiling, os.X_OK):
+        sys.exit("run-bench: build kderp-bench and ceiling-relay first")
+    b.run()
+
+
+if __name__ == "__main__":
+    main()
