@@ -29,6 +29,10 @@ SAN ?= 0
 ifeq ($(SAN),1)
 OUTPUT ?= .output/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# A small quarantine keeps the daemon's RSS meaningful for the memory-bound
+# tests; leaks make a process exit non-zero (LeakSanitizer).
+export ASAN_OPTIONS ?= quarantine_size_mb=4:detect_leaks=1:exitcode=23
+export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 else
 OUTPUT ?= .output
 SANFLAGS :=

@@ -226,7 +226,8 @@ static int fill(struct derpc *c, size_t need, int64_t deadline)
 
 		if (c->rcap - c->rstart < need) {
 			/* compact, then grow if still too small */
-			memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+			if (c->rend > c->rstart)
+				memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
 			c->rend -= c->rstart;
 			c->rstart = 0;
 			if (c->rcap < need) {
