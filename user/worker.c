@@ -1103,7 +1103,7 @@ static void conn_read(struct conn *c)
 		room = READ_BUDGET;
 	if (c->state == CS_HTTP && have + room > HTTP_MAX_HEADER)
 		room = HTTP_MAX_HEADER + 1 > have ? HTTP_MAX_HEADER + 1 - have : 1;
-	if (c->ssl) {
+	if (c->ssl && c->tls_mode != TLS_MODE_KTLS_TXRX) {
 		size_t got = 0;
 
 		while (got < room) {
@@ -1153,7 +1153,14 @@ static void conn_read(struct conn *c)
 			w->reread = c;
 		}
 	} else {
+		/* Plain TCP, or kTLS RX: the kernel hands over decrypted bytes. */
 		r = read(c->fd, buf + have, room);
+		if (r < 0 && errno == EIO && c->tls_mode == TLS_MODE_KTLS_TXRX) {
+			/* A non-data record (alert, renegotiation, KeyUpdate): the
+			 * kernel will not pass it as data; the connection is done. */
+			conn_close(c, "TLS control record on a kTLS socket");
+			return;
+		}
 		if (r == 0) {
 			if (c->state == CS_WAIT_CLIENTINFO)
 				STAT_ADD(w->stats.c[CTR_HANDSHAKE_FAILURES], 1);
