@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# test_stun_kderpd.sh - kderpd's STUN end to end across two network
+# namespaces joined by a veth pair, IPv4 and IPv6: with --xdp-iface the XDP
+# program answers (its counters move in /debug/varz, the userspace ones do
+# not); without it userspace (one dual-stack socket, -a :PORT) answers with
+# byte-identical replies. Namespaces get random names and are removed by an
+# EXIT trap. Needs root, iproute2, python3 and curl; SKIPs otherwise.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+kderpd=${KDERP_OUTPUT:-.output}/kderpd
+NTESTS=7
+ktap_header $NTESTS
+
+skip_all() {
+	for i in $(seq 1 $NTESTS); do ktap_skip "stun_kderpd_$i" "$1"; done
+	ktap_finish
+}
+[ "$(id -u)" -eq 0 ] || skip_all "needs root (network namespaces, XDP)"
+command -v ip >/dev/null || skip_all "needs iproute2"
+command -v python3 >/dev/null || skip_all "needs python3"
+command -v curl >/dev/null || skip_all "needs curl"
+[ -x "$kderpd" ] || skip_all "kderpd not built"
+
+sfx=$(printf '%06x' $(( (RANDOM << 9 ^ RANDOM ^ $$) & 0xffffff )))
+NS_S=kdkS$sfx NS_C=kdkC$sfx IF_S=ks$sfx IF_C=kc$sfx
+SRV=10.78.0.1 CLI=10.78.0.2 SRV6=fd78::1 CLI6=fd78::2
+work=$(mktemp -d)
+pid=
+
+cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	ip netns del "$NS_S" 2>/dev/null
+	ip netns del "$NS_C" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# stun_query NS SERVER PORT BIND TXID: print reply hex, "mapped ip port",
+# "self ip port". Turns off TX checksum offload on $IF_C first: veth would
+# hand XDP packets whose UDP checksum is only the pseudo-header sum.
+stun_query() {
+	ip netns exec "$1" python3 - "$2" "$3" "$4" "$5" "$IF_C" <<'PY'
+import array, fcntl, ipaddress, socket, struct, sys, zlib
+srv, port, bind, txhex, ifname = sys.argv[1:6]
+MAGIC = 0x2112A442
+# SIOCETHTOOL / ETHTOOL_STXCSUM = off
+ev = array.array("I", [0x17, 0])
+ifr = struct.pack("16sP", ifname.encode(), ev.buffer_info()[0])
+fcntl.ioctl(socket.socket(), 0x8946, ifr)
+txid = bytes.fromhex(txhex)
+hdr = struct.pack(">HHI", 1, 20, MAGIC) + txid
+body = struct.pack(">HH", 0x8022, 8) + b"tailnode"
+req = hdr + body + struct.pack(">HHI", 0x8028, 4, zlib.crc32(hdr + body) ^ 0x5354554E)
+fam = socket.AF_INET6 if ":" in srv else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.bind((bind, 0))
+s.settimeout(1.0)
+for _ in range(5):
+    s.sendto(req, (srv, int(port)))
+    try:
+        r = s.recv(2048)
+    except socket.timeout:
+        continue
+    typ, _, magic = struct.unpack(">HHI", r[:8])
+    atype, alen, fam_ = struct.unpack(">HHxB", r[20:26])
+    if typ != 0x0101 or magic != MAGIC or r[8:20] != txid or atype != 0x20:
+        sys.exit("bad reply " + r.hex())
+    n = 4 if fam_ == 1 else 16
+    key = struct.pack(">I", MAGIC) + txid
+    ip = ipaddress.ip_address(bytes(a ^ b for a, b in zip(r[28:28 + n], key)))
+    p = struct.unpack(">H", r[26:28])[0] ^ 0x2112
+    print(r.hex())
+    print(ip, p)
+    print(s.getsockname()[0], s.getsockname()[1])
+    sys.exit(0)
+sys.exit("no answer")
+PY
+}
+
+varz() {
+	ip netns exec "$NS_S" curl -s --max-time 5 "http://$SRV:$HTTP_PORT/debug/varz"
+}
+
+# start_kderpd ARGS...: run kderpd in the server namespace, wait for HTTP.
+start_kderpd() {
+	ip netns exec "$NS_S" "$kderpd" -a ":$HTTP_PORT" -c "$work/key" \
+		--debug-allow 10.78.0.0/24 --stun-port "$STUN_PORT" "$@" >"$work/log" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 100); do
+		varz >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+stop_kderpd() {
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	pid=
+}
+
+# the pair of namespaces
+if ! { ip netns add "$NS_S" && ip netns add "$NS_C" &&
+	ip -n "$NS_S" link add "$IF_S" type veth peer name "$IF_C" netns "$NS_C" &&
+	ip -n "$NS_S" addr add $SRV/24 dev "$IF_S" &&
+	ip -n "$NS_S" addr add $SRV6/64 dev "$IF_S" nodad &&
+	ip -n "$NS_C" addr add $CLI/24 dev "$IF_C" &&
+	ip -n "$NS_C" addr add $CLI6/64 dev "$IF_C" nodad &&
+	ip -n "$NS_S" link set lo up && ip -n "$NS_S" link set "$IF_S" up &&
+	ip -n "$NS_C" link set lo up && ip -n "$NS_C" link set "$IF_C" up; } 2>"$work/ip.err"; then
+	sed 's/^/# /' "$work/ip.err"
+	skip_all "cannot create namespaces and veth"
+fi
+HTTP_PORT=3340
+STUN_PORT=3478
+TX=0123456789abcdef01234567
+
+# 1-4: XDP on the server veth (generic mode: native veth XDP_TX needs XDP on the peer)
+if start_kderpd --xdp-iface="$IF_S:generic"; then
+	ktap_pass "kderpd_starts_with_xdp"
+else
+	sed 's/^/# /' "$work/log"
+	ktap_fail "kderpd_starts_with_xdp"
+fi
+if grep -q "xdp: STUN on $IF_S .*generic mode" "$work/log" &&
+	ip -n "$NS_S" link show dev "$IF_S" | grep -q xdpgeneric; then
+	ktap_pass "xdp_attached_generic"
+else
+	sed 's/^/# /' "$work/log"
+	ktap_fail "xdp_attached_generic"
+fi
+
+out4=$(stun_query "$NS_C" $SRV $STUN_PORT $CLI $TX 2>&1)
+out6=$(stun_query "$NS_C" $SRV6 $STUN_PORT $CLI6 $TX 2>&1)
+x4=$(sed -n 1p <<<"$out4") m4=$(sed -n 2p <<<"$out4") self4=$(sed -n 3p <<<"$out4")
+x6=$(sed -n 1p <<<"$out6") m6=$(sed -n 2p <<<"$out6") self6=$(sed -n 3p <<<"$out6")
+if [ -n "$m4" ] && [ "$m4" = "$self4" ] && [ -n "$m6" ] && [ "$m6" = "$self6" ]; then
+	ktap_pass "xdp_mapped_address_v4_v6"
+else
+	echo "# v4: $out4" | head -3
+	echo "# v6: $out6" | head -3
+	ktap_fail "xdp_mapped_address_v4_v6"
+fi
+v=$(varz)
+if grep -q '^xdp_stun_server_packets_total{address_family="ipv4",prog_end="unspecified",xdp_outcome="tx"} 1$' <<<"$v" &&
+	grep -q '^xdp_stun_server_packets_total{address_family="ipv6",prog_end="unspecified",xdp_outcome="tx"} 1$' <<<"$v" &&
+	grep -q '^stun_requests{disposition="success"} 0$' <<<"$v"; then
+	ktap_pass "xdp_counters_move_userspace_idle"
+else
+	grep -E '^(xdp_stun|stun_)' <<<"$v" | sed 's/^/# /'
+	ktap_fail "xdp_counters_move_userspace_idle"
+fi
+stop_kderpd
+
+# 5-7: no XDP: userspace answers the same requests with the same bytes
+if start_kderpd; then
+	ktap_pass "kderpd_starts_without_xdp"
+else
+	sed 's/^/# /' "$work/log"
+	ktap_fail "kderpd_starts_without_xdp"
+fi
+out4=$(stun_query "$NS_C" $SRV $STUN_PORT $CLI $TX 2>&1)
+out6=$(stun_query "$NS_C" $SRV6 $STUN_PORT $CLI6 $TX 2>&1)
+u4=$(sed -n 1p <<<"$out4") u6=$(sed -n 1p <<<"$out6")
+# the client port differs between runs: compare everything but the XOR'ed port
+strip_port() { echo "${1:0:52}${1:56}"; }
+if [ -n "$u4" ] && [ -n "$x4" ] && [ "$(strip_port "$u4")" = "$(strip_port "$x4")" ] &&
+	[ -n "$u6" ] && [ "$(strip_port "$u6")" = "$(strip_port "$x6")" ] &&
+	[ "$(sed -n 2p <<<"$out4")" = "$(sed -n 3p <<<"$out4")" ]; then
+	ktap_pass "userspace_reply_identical"
+else
+	echo "# xdp  v4 $x4 v6 $x6"
+	echo "# user v4 $u4 v6 $u6"
+	ktap_fail "userspace_reply_identical"
+fi
+v=$(varz)
+if grep -q '^stun_requests{disposition="success"} 2$' <<<"$v" &&
+	grep -q '^stun_addrfamily{family="ipv4"} 1$' <<<"$v" &&
+	grep -q '^stun_addrfamily{family="ipv6"} 1$' <<<"$v" &&
+	! grep -q '^xdp_stun_server_packets_total{' <<<"$v"; then
+	ktap_pass "userspace_counters"
+else
+	grep -E '^(xdp_stun|stun_)' <<<"$v" | sed 's/^/# /'
+	ktap_fail "userspace_counters"
+fi
+stop_kderpd
+ktap_finish
