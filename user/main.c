@@ -24,6 +24,7 @@
 #include "flags.h"
 #include "log.h"
 #include "server.h"
+#include "statemap.h"
 #include "stun.h"
 #include "tls.h"
 #include "util.h"
@@ -381,6 +382,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < srv.nlisteners; i++)
 		close(srv.listeners[i].fd);
 	workers_stop(&srv);
+	statemap_fini(&srv);
 	kderp_xdp_detach(xdp);
 	kderp_stun_stop(stun);
 	SSL_CTX_free(srv.ssl_ctx);

@@ -198,11 +198,11 @@ void server_register(struct server *s, struct conn *c)
 		c->is_dup = true;
 		s->g.current_dup_client_keys++;
 		s->g.current_dup_client_conns += 2;
-		STAT_ADD(c->w->stats.c[CTR_TOTAL_DUP_CLIENT_CONNS], 1);
+		STAT_ADD(c->w->stats->c[CTR_TOTAL_DUP_CLIENT_CONNS], 1);
 	} else if (p->nconns > 2) {
 		c->is_dup = true;
 		s->g.current_dup_client_conns++;
-		STAT_ADD(c->w->stats.c[CTR_TOTAL_DUP_CLIENT_CONNS], 1);
+		STAT_ADD(c->w->stats->c[CTR_TOTAL_DUP_CLIENT_CONNS], 1);
 	}
 	p->last = c;
 	atomic_store(&p->active, c);
@@ -343,7 +343,7 @@ void server_set_preferred(struct server *s, struct conn *c, bool pref)
 		c->preferred = pref;
 		s->g.current_home_connections += pref ? 1 : -1;
 		if (c->w->now - c->created_ns > 5 * NSEC_PER_SEC)
-			STAT_ADD(c->w->stats.c[pref ? CTR_HOME_MOVES_IN : CTR_HOME_MOVES_OUT], 1);
+			STAT_ADD(c->w->stats->c[pref ? CTR_HOME_MOVES_IN : CTR_HOME_MOVES_OUT], 1);
 	}
 	pthread_rwlock_unlock(&s->lock);
 }
@@ -352,7 +352,7 @@ void server_sum_stats(struct server *s, struct worker_stats *out)
 {
 	memset(out, 0, sizeof(*out));
 	for (int w = 0; w < s->nworkers; w++) {
-		const struct worker_stats *ws = &s->workers[w].stats;
+		const struct worker_stats *ws = s->workers[w].stats;
 
 		for (int i = 0; i < NCOUNTERS; i++)
 			out->c[i] += STAT_READ(ws->c[i]);

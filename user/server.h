@@ -137,7 +137,9 @@ struct conn {
 	/* Keys this client has sent packets to (for PeerGone on disconnect). */
 	struct keyset sent_to;
 
-	struct peer_stats st;
+	struct peer_stats *st; /* a state-plane slot, or st_local */
+	uint32_t slot;
+	struct peer_stats st_local;
 
 	struct conn *next, *prev; /* w->conns */
 	struct conn *flush_next; /* w->flush list */
@@ -168,7 +170,8 @@ struct worker {
 	uint64_t now;
 	uint64_t next_tick;
 	double avg_queue_ms;
-	struct worker_stats stats;
+	struct worker_stats *stats; /* a state-plane row, or stats_local */
+	struct worker_stats stats_local;
 };
 
 struct listener {

@@ -34,6 +34,7 @@
 #include "http.h"
 #include "log.h"
 #include "server.h"
+#include "statemap.h"
 #include "tls.h"
 #include "util.h"
 #include "web.h"
@@ -91,10 +92,10 @@ static void count_drop(struct worker *w, struct conn *dst, struct pkt *p, enum d
 	uint32_t payload = p->len > 37 ? p->len - 37 : 0;
 	int k = drop_kind(p->kind);
 
-	STAT_ADD(w->stats.drop_pkts[r][k], 1);
-	STAT_ADD(w->stats.drop_bytes[r][k], payload);
+	STAT_ADD(w->stats->drop_pkts[r][k], 1);
+	STAT_ADD(w->stats->drop_bytes[r][k], payload);
 	if (dst)
-		__atomic_fetch_add(&dst->st.drops, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&dst->st->drops, 1, __ATOMIC_RELAXED);
 }
 
 /* Ask dst's owner to flush it. Cheap when a flush is already pending. */
@@ -147,7 +148,7 @@ void conn_queue_ctl(struct conn *c, struct pkt *p)
 	if (c->dead || c->nctl >= CTL_MAX) {
 		pthread_mutex_unlock(&c->qlock);
 		if (w)
-			STAT_ADD(w->stats.c[CTR_CTL_DROPS], 1);
+			STAT_ADD(w->stats->c[CTR_CTL_DROPS], 1);
 		pkt_free(p);
 		return;
 	}
@@ -214,20 +215,20 @@ static void account_written(struct conn *c, struct pkt *p)
 	switch (p->kind) {
 	case PKT_OTHER:
 	case PKT_DISCO:
-		STAT_ADD(w->stats.c[CTR_PACKETS_SENT], 1);
-		STAT_ADD(w->stats.c[CTR_BYTES_SENT], p->len - 37);
-		STAT_ADD(c->st.pkts_out, 1);
-		STAT_ADD(c->st.bytes_out, p->len - 37);
+		STAT_ADD(w->stats->c[CTR_PACKETS_SENT], 1);
+		STAT_ADD(w->stats->c[CTR_BYTES_SENT], p->len - 37);
+		STAT_ADD(c->st->pkts_out, 1);
+		STAT_ADD(c->st->bytes_out, p->len - 37);
 		break;
 	case PKT_PONG:
-		STAT_ADD(w->stats.c[CTR_SENT_PONG], 1);
+		STAT_ADD(w->stats->c[CTR_SENT_PONG], 1);
 		c->pong_queued = false;
 		break;
 	case PKT_PEER_GONE_DISC:
-		STAT_ADD(w->stats.c[CTR_PEER_GONE_DISCONNECTED], 1);
+		STAT_ADD(w->stats->c[CTR_PEER_GONE_DISCONNECTED], 1);
 		break;
 	case PKT_PEER_GONE_NOT_HERE:
-		STAT_ADD(w->stats.c[CTR_PEER_GONE_NOT_HERE], 1);
+		STAT_ADD(w->stats->c[CTR_PEER_GONE_NOT_HERE], 1);
 		break;
 	default:
 		break;
@@ -529,6 +530,8 @@ void conn_close(struct conn *c, const char *reason)
 	if (c->state == CS_CLOSED)
 		return;
 	batch_unlock(c->srv);
+	if (c->registered)
+		statemap_conn_close(c);
 	final = server_unregister(c->srv, c);
 	if (final)
 		send_peer_gone_to_correspondents(c);
@@ -591,7 +594,7 @@ static void store_carry(struct conn *c, const uint8_t *p, size_t n)
 
 static void protocol_error(struct conn *c, const char *why)
 {
-	STAT_ADD(c->w->stats.c[CTR_PROTOCOL_ERRORS], 1);
+	STAT_ADD(c->w->stats->c[CTR_PROTOCOL_ERRORS], 1);
 	conn_close(c, why);
 }
 
@@ -623,7 +626,7 @@ static void conn_tick(struct conn *c)
 		return;
 	}
 	if (c->blocked_since && wt > 0 && w->now - c->blocked_since > (uint64_t)wt) {
-		STAT_ADD(w->stats.c[CTR_WRITE_TIMEOUTS], 1);
+		STAT_ADD(w->stats->c[CTR_WRITE_TIMEOUTS], 1);
 		conn_close(c, "write timeout");
 		return;
 	}
@@ -642,11 +645,11 @@ static void conn_tick(struct conn *c)
 
 		c->next_rtt = w->now + 10 * NSEC_PER_SEC;
 		if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0) {
-			STAT_ADD(w->stats.rtt[8], 1);
+			STAT_ADD(w->stats->rtt[8], 1);
 		} else {
 			for (b = 0; b < 7 && ti.tcpi_rtt / 1000 > lim[b]; b++)
 				;
-			STAT_ADD(w->stats.rtt[b], 1);
+			STAT_ADD(w->stats->rtt[b], 1);
 		}
 	}
 }
@@ -658,7 +661,7 @@ static void start_derp(struct conn *c, const struct http_req *req)
 	struct worker *w = c->w;
 	uint8_t sk[DERP_SERVER_KEY_FRAME_LEN];
 
-	STAT_ADD(w->stats.c[CTR_ACCEPTS], 1);
+	STAT_ADD(w->stats->c[CTR_ACCEPTS], 1);
 	c->fast_start = strcmp(req->fast_start, "1") == 0;
 	c->not_ideal = req->ideal_node[0] != 0;
 	if (!c->fast_start) {
@@ -693,7 +696,7 @@ static void handle_client_info(struct conn *c, const uint8_t *payload, uint32_t 
 	struct pkt *p;
 
 	if (derp_open_client_info(s->priv, payload, len, &ci, &why) < 0) {
-		STAT_ADD(w->stats.c[CTR_HANDSHAKE_FAILURES], 1);
+		STAT_ADD(w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
 		conn_close(c, why);
 		return;
 	}
@@ -705,7 +708,7 @@ static void handle_client_info(struct conn *c, const uint8_t *payload, uint32_t 
 		c->can_mesh = true;
 	sodium_memzero(ci.mesh_key, sizeof(ci.mesh_key));
 	if (derp_seal_server_info(s->priv, c->key, si) < 0) {
-		STAT_ADD(w->stats.c[CTR_HANDSHAKE_FAILURES], 1);
+		STAT_ADD(w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
 		conn_close(c, "cannot seal ServerInfo");
 		return;
 	}
@@ -725,6 +728,8 @@ static void handle_client_info(struct conn *c, const uint8_t *payload, uint32_t 
 		randombytes_uniform(5000) * NSEC_PER_MSEC;
 	c->next_rtt = w->now;
 	server_register(s, c);
+	if (c->state == CS_RUN)
+		statemap_conn_open(c);
 	if (c->state == CS_RUN)
 		log_info("conn %llu open: key %s from %s (%s%s%s%s)", (unsigned long long)c->id,
 			 c->key_hex8, c->addr_str, tls_mode_name(c->tls_mode),
@@ -828,8 +833,8 @@ static void deliver(struct conn *c, struct batch *b, const uint8_t *dstkey, cons
 						: DROP_UNKNOWN_DEST;
 		int k = disco ? KIND_DISCO : KIND_OTHER;
 
-		STAT_ADD(w->stats.drop_pkts[r][k], 1);
-		STAT_ADD(w->stats.drop_bytes[r][k], plen);
+		STAT_ADD(w->stats->drop_pkts[r][k], 1);
+		STAT_ADD(w->stats->drop_bytes[r][k], plen);
 		if (r != DROP_DUP_CLIENT && disco && nothere_allow(c)) {
 			uint8_t pg[DERP_KEY_LEN + 1];
 
@@ -852,7 +857,7 @@ static void deliver(struct conn *c, struct batch *b, const uint8_t *dstkey, cons
 		p = frame_new(DERP_FRAME_RECV_PACKET, src, DERP_KEY_LEN, payload, plen, kind);
 	}
 	if (!p) {
-		STAT_ADD(w->stats.drop_pkts[DROP_QUEUE_TAIL][drop_kind(kind)], 1);
+		STAT_ADD(w->stats->drop_pkts[DROP_QUEUE_TAIL][drop_kind(kind)], 1);
 		return;
 	}
 	conn_enqueue_packet(w, dst, p);
@@ -879,23 +884,24 @@ static void handle_frame(struct conn *c, struct batch *b, uint8_t *f, uint32_t l
 		uint8_t dstkey[DERP_KEY_LEN];
 		uint32_t plen = len - DERP_KEY_LEN;
 
-		STAT_ADD(w->stats.c[CTR_PACKETS_RECEIVED], 1);
-		STAT_ADD(w->stats.c[CTR_BYTES_RECEIVED], plen);
-		STAT_ADD(c->st.pkts_in, 1);
-		STAT_ADD(c->st.bytes_in, plen);
-		STAT_ADD(w->stats.c[derp_is_disco(payload + 32, plen) ? CTR_PACKETS_RECEIVED_DISCO
+		STAT_ADD(w->stats->c[CTR_PACKETS_RECEIVED], 1);
+		STAT_ADD(w->stats->c[CTR_BYTES_RECEIVED], plen);
+		STAT_ADD(c->st->pkts_in, 1);
+		STAT_ADD(c->st->bytes_in, plen);
+		STAT_ADD(
+			w->stats->c[derp_is_disco(payload + 32, plen) ? CTR_PACKETS_RECEIVED_DISCO
 								      : CTR_PACKETS_RECEIVED_OTHER],
-			 1);
+			1);
 		memcpy(dstkey, payload, DERP_KEY_LEN);
 		deliver(c, b, dstkey, c->key, payload + DERP_KEY_LEN, plen, f, false);
 		break;
 	}
 	case DERP_FRAME_FORWARD_PACKET:
-		STAT_ADD(w->stats.c[CTR_PACKETS_FORWARDED_IN], 1);
+		STAT_ADD(w->stats->c[CTR_PACKETS_FORWARDED_IN], 1);
 		deliver(c, b, payload + 32, payload, payload + 64, len - 64, NULL, true);
 		break;
 	case DERP_FRAME_PING:
-		STAT_ADD(w->stats.c[CTR_GOT_PING], 1);
+		STAT_ADD(w->stats->c[CTR_GOT_PING], 1);
 		if (!c->pong_queued) {
 			c->pong_queued = true;
 			conn_queue_ctl(c,
@@ -907,6 +913,7 @@ static void handle_frame(struct conn *c, struct batch *b, uint8_t *f, uint32_t l
 		batch_unlock(s);
 		b->last_valid = false;
 		server_set_preferred(s, c, payload[0] != 0);
+		statemap_conn_update(c);
 		break;
 	case DERP_FRAME_WATCH_CONNS:
 		batch_unlock(s);
@@ -960,7 +967,7 @@ static void process_frames(struct conn *c, uint8_t *buf, size_t len)
 		bad = check_header(c, type, flen);
 		if (bad) {
 			if (c->state == CS_WAIT_CLIENTINFO)
-				STAT_ADD(c->w->stats.c[CTR_HANDSHAKE_FAILURES], 1);
+				STAT_ADD(c->w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
 			protocol_error(c, bad);
 			return;
 		}
@@ -1025,7 +1032,7 @@ static void handle_http(struct conn *c, uint8_t *buf, size_t len)
 	req = c->req;
 	if (http_parse_request(buf, hl, req) < 0)
 		goto bad_request;
-	STAT_ADD(w->stats.c[CTR_HTTP_REQUESTS], 1);
+	STAT_ADD(w->stats->c[CTR_HTTP_REQUESTS], 1);
 	if (web_route(c, req, &resp) == WEB_UPGRADE) {
 		start_derp(c, req);
 		free(c->req);
@@ -1038,7 +1045,7 @@ static void handle_http(struct conn *c, uint8_t *buf, size_t len)
 	http_done(c, resp);
 	return;
 bad_request:
-	STAT_ADD(w->stats.c[CTR_HTTP_BAD_REQUESTS], 1);
+	STAT_ADD(w->stats->c[CTR_HTTP_BAD_REQUESTS], 1);
 	log_info("conn %llu: bad HTTP request from %s (%zu bytes), closing",
 		 (unsigned long long)c->id, c->addr_str, len);
 	http_done(c,
@@ -1163,7 +1170,7 @@ static void conn_read(struct conn *c)
 		}
 		if (r == 0) {
 			if (c->state == CS_WAIT_CLIENTINFO)
-				STAT_ADD(w->stats.c[CTR_HANDSHAKE_FAILURES], 1);
+				STAT_ADD(w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
 			conn_close(c,
 				   c->state == CS_WAIT_CLIENTINFO
 					   ? "client closed before its ClientInfo was complete"
@@ -1239,6 +1246,7 @@ static void accept_conns(struct worker *w, struct listener *l)
 		c->id = atomic_fetch_add(&s->next_conn_id, 1) + 1;
 		c->addr = ss;
 		c->port80 = l->port80;
+		c->st = &c->st_local;
 		sockaddr_str((struct sockaddr *)&ss, c->addr_str, sizeof(c->addr_str));
 		c->created_ns = w->now;
 		c->deadline_ns = w->now + SETUP_TIMEOUT_NS;
@@ -1456,6 +1464,12 @@ int workers_start(struct server *s)
 			if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, s->listeners[l].fd, &ev) < 0)
 				return -errno;
 		}
+	}
+	{
+		int r = statemap_init(s);
+
+		if (r < 0)
+			return r;
 	}
 	for (int i = 0; i < s->nworkers; i++) {
 		int r = pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
