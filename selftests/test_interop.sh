@@ -10,8 +10,7 @@
 #   KDERP_OUTPUT               build directory (exported by the Makefile)
 #   KDERP_INTEROP_DAEMON       server binary to test (default $KDERP_OUTPUT/kderpd;
 #                              Tailscale's derper takes the same flags)
-#   KDERP_INTEROP_DAEMON_ARGS  extra server flags (e.g. --verbose, or
-#                              --http-port=-1 for derper)
+#   KDERP_INTEROP_DAEMON_ARGS  extra server flags (e.g. --verbose)
 #   KDERP_INTEROP_CASES        cases to run (default: all of them)
 set -u
 
@@ -84,21 +83,27 @@ log_tail() { # log_tail LOG
 	tail -n 25 "$1" | sed 's/^/#   /'
 }
 
-# start_daemon NAME PORT ARGS...: start the server, wait for its port.
-# Sets $daemon_pid; the log is $tmp/NAME.log.
+# start_daemon NAME ARGS...: start the server on a free port and wait for
+# it; a second port is tried if the first was taken meanwhile. Sets
+# $daemon_pid and $port; the log is $tmp/NAME.log.
 start_daemon() {
-	local name=$1 port=$2
-	shift 2
-	"$daemon" -a "127.0.0.1:$port" -c "$tmp/$name.key" --stun=false "$@" \
-		"${daemon_args[@]}" >"$tmp/$name.log" 2>&1 &
-	daemon_pid=$!
-	pids+=("$daemon_pid")
-	if ! wait_port 127.0.0.1 "$port" 100; then
-		echo "# $name server did not listen on 127.0.0.1:$port within 10 s"
+	local name=$1 try
+	shift
+	for try in 1 2; do
+		port=$(free_port)
+		"$daemon" -a "127.0.0.1:$port" -c "$tmp/$name.key" --stun=false "$@" \
+			"${daemon_args[@]}" >"$tmp/$name.log" 2>&1 &
+		daemon_pid=$!
+		pids+=("$daemon_pid")
+		for _ in $(seq 1 100); do
+			kill -0 "$daemon_pid" 2>/dev/null || break
+			wait_port 127.0.0.1 "$port" 1 && return 0
+		done
+		echo "# $name server (try $try) did not listen on 127.0.0.1:$port"
 		log_tail "$tmp/$name.log"
-		return 1
-	fi
-	return 0
+		kill "$daemon_pid" 2>/dev/null
+	done
+	return 1
 }
 
 # run_cases TRANSPORT LOG PID URL [FLAGS...] -- CASE...: one KTAP line per case.
@@ -142,8 +147,7 @@ run_cases() {
 }
 
 # Plain HTTP.
-port=$(free_port)
-if start_daemon plain "$port"; then
+if start_daemon plain; then
 	run_cases plain "$tmp/plain.log" "$daemon_pid" "http://127.0.0.1:$port/derp" -- \
 		"${cases[@]}"
 else
@@ -161,8 +165,10 @@ elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes
 	sed 's/^/# /' "$tmp/openssl.log"
 	fail_all tls "openssl could not make a certificate" "${tls_cases[@]}"
 else
-	port=$(free_port)
-	if start_daemon tls "$port" --certmode=manual --certdir "$tmp/certs" --hostname "$host"; then
+	# --http-port=-1: no second listener on port 80, which another server
+	# on this machine may hold.
+	if start_daemon tls --certmode=manual --certdir "$tmp/certs" --hostname "$host" \
+		--http-port=-1; then
 		run_cases tls "$tmp/tls.log" "$daemon_pid" "https://$host:$port/derp" \
 			-ip 127.0.0.1 -ca "$tmp/certs/$host.crt" -- "${tls_cases[@]}"
 	else
