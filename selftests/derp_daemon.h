@@ -3,8 +3,8 @@
  * derp_daemon.h - start a private DERP server for one test and talk to it.
  *
  * The server is $KDERP_DAEMON if set (any derper-compatible binary, e.g. to
- * check that a test encodes Go derper's behaviour), else
- * $KDERP_OUTPUT/kderpd. It runs on a free 127.0.0.1 port with a key file and
+ * check that a test encodes Go derper's behaviour), else $KDERP_OUTPUT/kderpd,
+ * else kderpd next to the selftests directory the test runs from. It runs on a free 127.0.0.1 port with a key file and
  * a stderr log in a fresh temporary directory:
  *
  *   SERVER -a 127.0.0.1:PORT -c DIR/key --stun=false [extra args]
@@ -71,12 +71,25 @@ static inline int dd_find_bin(struct derp_daemon *d)
 	const char *bin = getenv("KDERP_DAEMON");
 	const char *out = getenv("KDERP_OUTPUT");
 
-	if (bin && *bin)
+	if (bin && *bin) {
 		snprintf(d->bin, sizeof(d->bin), "%s", bin);
-	else if (out && *out)
+	} else if (out && *out) {
 		snprintf(d->bin, sizeof(d->bin), "%s/kderpd", out);
-	else
-		return -ENOENT;
+	} else {
+		/* run by hand: tests live in $(OUTPUT)/selftests, the daemon in $(OUTPUT) */
+		char self[400];
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		char *slash;
+
+		if (n <= 0)
+			return -ENOENT;
+		self[n] = 0;
+		slash = strrchr(self, '/');
+		if (!slash)
+			return -ENOENT;
+		*slash = 0;
+		snprintf(d->bin, sizeof(d->bin), "%s/../kderpd", self);
+	}
 	return access(d->bin, X_OK) == 0 ? 0 : -ENOENT;
 }
 
