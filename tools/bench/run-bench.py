@@ -216,6 +216,10 @@ class Bench:
             log(msg)
         for r in res:
             r["scenario"] = scenario
+            m, sc, bc = (r.get("machine_cpu_s"), r.get("server_cpu_s"), r.get("bench_cpu_s"))
+            if all(isinstance(x, (int, float)) for x in (m, sc, bc)):
+                r["other_cpu_s"] = max(0.0, m - sc - bc)
+            r["loadavg"] = os.getloadavg()[0]
             if extra:
                 r.update(extra)
         return res
@@ -234,11 +238,12 @@ class Bench:
         return s
 
     def ceilings(self, rep):
-        steps = 4 if self.quick else 6
-        dur = 1.0 if self.quick else 1.5
         order = self.rotate(["kderpd", "derper", "ceiling"], rep)
         for scen, size, pairs, tls in self.relay_scenarios():
-            lo, hi = (5, 2000) if size < 200 else (50, 20000)
+            steps, dur = self.search_params()
+            if not self.quick and pairs != 10:
+                steps -= 1  # the headline 10-pair rows get the finest search
+            lo, hi = self.search_range(size)
             for name in order:
                 if self.over_budget():
                     return
@@ -249,7 +254,7 @@ class Bench:
                 log(f"rep {rep + 1}: {scen} on {name}")
                 res = self.measure(name, tls, "throughput",
                                    ["-S", str(size), "-p", str(pairs), "-t", str(dur),
-                                    "--search", f"{lo}:{hi}:{steps}"],
+                                    "--search", f"{lo}:{hi}:{steps}", "--warmup", "0.5"],
                                    60 + steps * (dur + 15), scen, {"repeat": rep})
                 for r in res:
                     if r["mode"] == "ceiling":
@@ -257,6 +262,13 @@ class Bench:
                         self.points.append(r)
                     else:
                         self.steps.append(r)
+
+    def search_params(self):
+        return (4, 1.0) if self.quick else (6, 1.0)
+
+    @staticmethod
+    def search_range(size):
+        return (10, 1500) if size < 200 else (100, 12000)
 
     def rotate(self, names, rep):
         k = rep % len(names)
@@ -515,13 +527,15 @@ class Bench:
             "length and a per-pair sequence number; latency is one-way, from a CLOCK_MONOTONIC "
             "timestamp in each payload. Rates are payload bits (S bytes per packet). Loss = "
             "packets written to the server but never delivered (after a drain of up to 2 s).")
-        steps = 4 if self.quick else 6
-        dur = 1.0 if self.quick else 1.5
+        steps, dur = self.search_params()
+        lo, hi = self.search_range(1400)
+        lo64, hi64 = self.search_range(64)
         L.append(
             f"- **Ceiling** = highest delivered rate with < 1 % loss, found by a {steps}-step "
-            f"log-scale bisection ({dur} s per step) between 50 and 20,000 Mbit/s (5 and "
-            "2,000 for 64-byte packets); a step is good if it loses < 1 % and delivers >= 90 % "
-            "of its target.")
+            f"{'' if self.quick else f'({steps - 1}-step for 1 and 100 pairs) '}log-scale bisection ({dur} s per step, after a 0.5 s unreported warm-up) between "
+            f"{lo:,} and {hi:,} Mbit/s ({lo64} and {hi64:,} for 64-byte packets); a step is good "
+            "if it loses < 1 % and delivers >= 90 % of its target, and a bad step is retried "
+            "once so that one burst of outside load does not decide it.")
         L.append(
             f"- {self.repeats} repeat(s) per point; the order of the servers rotates between "
             "repeats (A/B alternation). Tables give the median and, in parentheses, the "
@@ -529,6 +543,20 @@ class Bench:
         L.append(
             "- Server CPU = user+sys seconds of the server process from `/proc/PID/stat` over the "
             "step; RSS from `/proc/PID/status`.")
+        la = [p["loadavg"] for p in self.points if "loadavg" in p]
+        oc = [p["other_cpu_s"] / p["duration_s"] for p in self.points
+              if p.get("kind") == "ceiling" and p.get("duration_s") and "other_cpu_s" in p]
+        if oc and statistics.median(oc) > 0.3:
+            L.insert(3, "**Warning**: other processes used a median of "
+                     f"{statistics.median(oc):.1f} of the {self.ncpu} cores while the ceilings "
+                     "were measured; the figures below say more about that load than about the "
+                     "relays. Re-run `make bench` on an idle machine.\n")
+        if la:
+            L.append(
+                f"- Background: 1-minute load average {statistics.median(la):.1f} (median over "
+                f"the run, max {max(la):.1f}); CPU used by other processes during ceiling steps "
+                f"{statistics.median(oc) if oc else 0:.2f} cores (median). The machine was "
+                "shared with other work, which is why spreads can be wide.")
         L.append(
             "- This machine has only "
             f"{self.ncpu} cores, so the load generator and the server each get one: on loopback "
@@ -547,6 +575,7 @@ class Bench:
                      f"{self.fmt(c) if not tls else '—'} | {self.ratio(k, d)} | "
                      f"{self.ratio(k, c) if not tls else '—'} |")
         L.append("")
+        L.append("0 means that no step from the lowest rate tried up stayed under 1 % loss.\n")
         L.append("At the ceiling step (medians): packets/s, loss, one-way latency and server "
                  "CPU.\n")
         L.append("| scenario | server | pkt/s | loss % | p50 µs | p99 µs | server CPU s | RSS KiB |")
