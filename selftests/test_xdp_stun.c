@@ -3,9 +3,9 @@
  * test_xdp_stun.c - the XDP STUN program under BPF_PROG_TEST_RUN.
  *
  * The first 28 variants are derper's XDP test table (derp-protocol 5.6): the
- * same packets, actions and prog_end labels. Every case checks the action,
- * the exact output frame (for TX: the reply built here independently, with
- * the STUN payload from the userspace builder), and that exactly one counter
+ * same mutations, actions and prog_end labels. Every case checks the action,
+ * the exact output frame (for TX: the reply written out here byte by byte,
+ * with TTL / hop limit 64 and fresh checksums), and that exactly one counter
  * slot moved, by one packet and by the frame length at exit. The remaining
  * variants are extra bad-input cases. Needs root (BPF); SKIPs otherwise.
  */
@@ -153,25 +153,26 @@ static void build_request(struct frame *f, bool v6)
 /* The reply the program must produce (TTL / hop limit 64, ports swapped). */
 static void build_reply(struct frame *f, bool v6)
 {
-	struct sockaddr_storage ss = {0};
-	int n;
+	/* written out by hand (per derp-protocol 4.5), not with the code under test */
+	static const uint8_t cookie[4] = {0x21, 0x12, 0xa4, 0x42};
+	const uint8_t *ip = v6 ? ip6_cli : ip4_cli;
+	size_t alen = v6 ? 16 : 4;
+	uint8_t *m;
 
 	set_offsets(f, v6);
-	if (v6) {
-		struct sockaddr_in6 *s6 = (void *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(CLIENT_PORT);
-		memcpy(&s6->sin6_addr, ip6_cli, 16);
-	} else {
-		struct sockaddr_in *s4 = (void *)&ss;
-
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(CLIENT_PORT);
-		memcpy(&s4->sin_addr, ip4_cli, 4);
-	}
-	n = kderp_stun_build_response(f->b + f->l7, sizeof(f->b) - f->l7, txid, (void *)&ss);
-	wrap(f, (size_t)n, v6, false);
+	m = f->b + f->l7;
+	put16(m, 0x0101);
+	put16(m + 2, (uint16_t)(8 + alen));
+	memcpy(m + 4, cookie, 4);
+	memcpy(m + 8, txid, 12);
+	put16(m + 20, 0x0020);
+	put16(m + 22, (uint16_t)(4 + alen));
+	m[24] = 0;
+	m[25] = v6 ? 2 : 1;
+	put16(m + 26, CLIENT_PORT ^ 0x2112);
+	for (size_t i = 0; i < alen; i++)
+		m[28 + i] = ip[i] ^ (i < 4 ? cookie[i] : txid[i - 4]);
+	wrap(f, 28 + alen, v6, false);
 }
 
 /* ---- mutations ----------------------------------------------------------- */
