@@ -186,7 +186,9 @@ build_rootfs() {
 	for f in openssl ${VM_EXTRA_TOOLS:-}; do
 		cmd=$(command -v "$f") && add_file "$cmd" "usr/bin/$f"
 	done
-	[ -f /etc/ssl/openssl.cnf ] && add_file /etc/ssl/openssl.cnf etc/ssl/openssl.cnf
+	# The openssl CLI reads OPENSSLDIR/openssl.cnf (Debian: /usr/lib/ssl -> /etc/ssl).
+	f=$(openssl version -d 2>/dev/null | sed -n 's/^OPENSSLDIR: "\(.*\)"$/\1/p')
+	[ -n "$f" ] && [ -f "$f/openssl.cnf" ] && add_file "$f/openssl.cnf" "${f#/}/openssl.cnf"
 
 	printf 'root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' \
 		>"$stage/etc/passwd"
@@ -349,7 +351,7 @@ report() {
 		if [ "$rc" = 4 ] && [ "$f" -eq 0 ] && [ "$p" -eq "$s" ]; then
 			ktap skip "$kname/$name" "all $s cases skipped in the guest"
 		elif [ "$rc" != 0 ] && [ "$rc" != 4 ]; then
-			ktap fail "$kname/$name" "exit=$rc, $f of $p+$f cases failed (${secs}s)"
+			ktap fail "$kname/$name" "exit=$rc, $f of $((p + f)) cases failed (${secs}s)"
 		elif [ "$f" -gt 0 ] || [ $((p + f)) -eq 0 ]; then
 			ktap fail "$kname/$name" "$f failed, $p passed (${secs}s)"
 		else
