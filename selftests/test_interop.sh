@@ -33,6 +33,10 @@ if [ -z "${KDERP_INTEROP_CASES:-}" ]; then
 else
 	tls_cases=("${cases[@]}")
 fi
+# After the client cases, each server must stop cleanly on SIGTERM (exit 0,
+# no sanitizer report in its log).
+cases+=(shutdown)
+tls_cases+=(shutdown)
 total=$((${#cases[@]} + ${#tls_cases[@]}))
 
 tmp=$(mktemp -d)
@@ -106,6 +110,35 @@ start_daemon() {
 	return 1
 }
 
+# check_shutdown NAME LOG PID: SIGTERM; the server must exit 0 within 10 s
+# and its log must hold no sanitizer report.
+check_shutdown() {
+	local name=$1 log=$2 pid=$3 rc
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 1 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		log_tail "$log"
+		ktap_fail "$name" "still running 10 s after SIGTERM"
+		return
+	fi
+	wait "$pid"
+	rc=$?
+	if grep -qE 'Sanitizer|runtime error:' "$log"; then
+		grep -E -A 12 'Sanitizer|runtime error:' "$log" | head -n 40 | sed 's/^/#   /'
+		ktap_fail "$name" "sanitizer report in the server log"
+	elif [ "$rc" -ne 0 ]; then
+		log_tail "$log"
+		ktap_fail "$name" "server exit status $rc after SIGTERM"
+	else
+		ktap_pass "$name"
+	fi
+}
+
 # run_cases TRANSPORT LOG PID URL [FLAGS...] -- CASE...: one KTAP line per case.
 run_cases() {
 	local transport=$1 log=$2 pid=$3 url=$4
@@ -126,6 +159,10 @@ run_cases() {
 			log_tail "$log"
 			fail_all "$transport" "server exited" "$c" "$@"
 			return
+		fi
+		if [ "$c" = shutdown ]; then
+			check_shutdown "$name" "$log" "$pid"
+			continue
 		fi
 		output=$(timeout 60 "$interop" -url "$url" -timeout "$case_timeout" \
 			"${flags[@]}" "$c" 2>&1)
