@@ -91,6 +91,7 @@ struct conn {
 	bool is_watcher;
 	bool is_dup;
 	bool pong_queued; /* at most one pong pending, as derper */
+	bool paused; /* stopped parsing until a busy destination drains */
 	uint64_t created_ns;
 	uint64_t deadline_ns; /* setup deadline, 0 once running */
 	uint64_t blocked_since; /* write blocked with data pending, 0 if not */
@@ -161,6 +162,7 @@ struct worker {
 	unsigned nconns;
 	struct conn *flush; /* local flush list */
 	struct conn *reread;
+	struct conn *reread_later; /* paused senders, resumed next iteration */
 	struct conn *zombies;
 	/* Conns of this worker that other workers enqueued to. */
 	pthread_mutex_t remote_lock;

@@ -408,7 +408,7 @@ static void conn_flush(struct conn *c)
 			refill_inflight(c);
 			if (c->if_n == 0) {
 				set_epollout(c, false);
-				c->blocked_since = 0;
+				__atomic_store_n(&c->blocked_since, 0, __ATOMIC_RELAXED);
 				if (c->state == CS_HTTP_DONE)
 					conn_close(c, NULL);
 				return;
@@ -424,11 +424,12 @@ static void conn_flush(struct conn *c)
 		}
 		if (r == 0) {
 			if (!c->blocked_since)
-				c->blocked_since = w->now ? w->now : 1;
+				__atomic_store_n(&c->blocked_since, w->now ? w->now : 1,
+						 __ATOMIC_RELAXED);
 			set_epollout(c, true);
 			return;
 		}
-		c->blocked_since = 0;
+		__atomic_store_n(&c->blocked_since, 0, __ATOMIC_RELAXED);
 	}
 	/* Still more to write: come back next iteration, others go first. */
 	atomic_store(&c->flush_pending, true);
@@ -817,7 +818,28 @@ static struct conn *lookup_dst(struct conn *c, struct batch *b, const uint8_t *k
 	return b->last_dst;
 }
 
-static void deliver(struct conn *c, struct batch *b, const uint8_t *dstkey, const uint8_t *src,
+/*
+ * A full queue at a destination that is writing normally only means this
+ * batch outran its owner by more than QDEPTH packets: flush it now if we own
+ * it, else pause this sender until the owner has drained it. A destination
+ * whose writes are blocked is a slow reader and gets derper's drop-oldest.
+ * Returns true to pause.
+ */
+static bool need_pause(struct conn *c, struct batch *b, struct conn *dst, int q)
+{
+	if (__atomic_load_n(&dst->rcount[q], __ATOMIC_RELAXED) < QDEPTH ||
+	    __atomic_load_n(&dst->blocked_since, __ATOMIC_RELAXED))
+		return false;
+	if (dst->w == c->w) {
+		conn_flush(dst);
+		b->last_valid = false;
+		return false;
+	}
+	return true;
+}
+
+/* Returns false when the sender must pause (nothing was consumed). */
+static bool deliver(struct conn *c, struct batch *b, const uint8_t *dstkey, const uint8_t *src,
 		    const uint8_t *payload, uint32_t plen, uint8_t *frame_inplace, bool fwd)
 {
 	struct worker *w = c->w;
@@ -827,6 +849,19 @@ static void deliver(struct conn *c, struct batch *b, const uint8_t *dstkey, cons
 	struct conn *dst = lookup_dst(c, b, dstkey, &nconns);
 	struct pkt *p;
 
+	if (dst && need_pause(c, b, dst, disco ? 1 : 0))
+		return false;
+	if (frame_inplace) {
+		STAT_ADD(w->stats->c[CTR_PACKETS_RECEIVED], 1);
+		STAT_ADD(w->stats->c[CTR_BYTES_RECEIVED], plen);
+		STAT_ADD(c->st->pkts_in, 1);
+		STAT_ADD(c->st->bytes_in, plen);
+		STAT_ADD(w->stats->c[disco ? CTR_PACKETS_RECEIVED_DISCO
+					   : CTR_PACKETS_RECEIVED_OTHER],
+			 1);
+	} else {
+		STAT_ADD(w->stats->c[CTR_PACKETS_FORWARDED_IN], 1);
+	}
 	if (!dst) {
 		enum drop_reason r = nconns > 1 ? DROP_DUP_CLIENT
 			: fwd			? DROP_UNKNOWN_DEST_ON_FWD
@@ -844,7 +879,7 @@ static void deliver(struct conn *c, struct batch *b, const uint8_t *dstkey, cons
 				       frame_new(DERP_FRAME_PEER_GONE, pg, sizeof(pg), NULL, 0,
 						 PKT_PEER_GONE_NOT_HERE));
 		}
-		return;
+		return true;
 	}
 	if (frame_inplace) {
 		/* SendPacket -> RecvPacket: same length, new type and key. */
@@ -858,13 +893,15 @@ static void deliver(struct conn *c, struct batch *b, const uint8_t *dstkey, cons
 	}
 	if (!p) {
 		STAT_ADD(w->stats->drop_pkts[DROP_QUEUE_TAIL][drop_kind(kind)], 1);
-		return;
+		return true;
 	}
 	conn_enqueue_packet(w, dst, p);
+	return true;
 }
 
-/* Dispatch one complete frame. The payload may be rewritten in place. */
-static void handle_frame(struct conn *c, struct batch *b, uint8_t *f, uint32_t len)
+/* Dispatch one complete frame. The payload may be rewritten in place.
+ * Returns false if the frame was not consumed (the sender pauses). */
+static bool handle_frame(struct conn *c, struct batch *b, uint8_t *f, uint32_t len)
 {
 	struct worker *w = c->w;
 	struct server *s = c->srv;
@@ -872,7 +909,7 @@ static void handle_frame(struct conn *c, struct batch *b, uint8_t *f, uint32_t l
 
 	if (c->state == CS_WAIT_CLIENTINFO) {
 		handle_client_info(c, payload, len);
-		return;
+		return true;
 	}
 	if (unlikely(c->is_dup)) {
 		batch_unlock(s);
@@ -882,24 +919,13 @@ static void handle_frame(struct conn *c, struct batch *b, uint8_t *f, uint32_t l
 	switch (f[0]) {
 	case DERP_FRAME_SEND_PACKET: {
 		uint8_t dstkey[DERP_KEY_LEN];
-		uint32_t plen = len - DERP_KEY_LEN;
 
-		STAT_ADD(w->stats->c[CTR_PACKETS_RECEIVED], 1);
-		STAT_ADD(w->stats->c[CTR_BYTES_RECEIVED], plen);
-		STAT_ADD(c->st->pkts_in, 1);
-		STAT_ADD(c->st->bytes_in, plen);
-		STAT_ADD(
-			w->stats->c[derp_is_disco(payload + 32, plen) ? CTR_PACKETS_RECEIVED_DISCO
-								      : CTR_PACKETS_RECEIVED_OTHER],
-			1);
 		memcpy(dstkey, payload, DERP_KEY_LEN);
-		deliver(c, b, dstkey, c->key, payload + DERP_KEY_LEN, plen, f, false);
-		break;
+		return deliver(c, b, dstkey, c->key, payload + DERP_KEY_LEN, len - DERP_KEY_LEN, f,
+			       false);
 	}
 	case DERP_FRAME_FORWARD_PACKET:
-		STAT_ADD(w->stats->c[CTR_PACKETS_FORWARDED_IN], 1);
-		deliver(c, b, payload + 32, payload, payload + 64, len - 64, NULL, true);
-		break;
+		return deliver(c, b, payload + 32, payload, payload + 64, len - 64, NULL, true);
 	case DERP_FRAME_PING:
 		STAT_ADD(w->stats->c[CTR_GOT_PING], 1);
 		if (!c->pong_queued) {
@@ -941,6 +967,7 @@ static void handle_frame(struct conn *c, struct batch *b, uint8_t *f, uint32_t l
 		/* Unknown types (and a client's Pong) are skipped, as derper does. */
 		break;
 	}
+	return true;
 }
 
 /* Parse and handle every complete frame in buf; keep the incomplete tail. */
@@ -982,7 +1009,16 @@ static void process_frames(struct conn *c, uint8_t *buf, size_t len)
 			}
 			break;
 		}
-		handle_frame(c, &b, buf + off, flen);
+		if (!handle_frame(c, &b, buf + off, flen)) {
+			/* Come back next iteration, after the destination's owner ran. */
+			c->paused = true;
+			if (!c->in_reread) {
+				c->in_reread = true;
+				c->reread_next = c->w->reread_later;
+				c->w->reread_later = c;
+			}
+			break;
+		}
 		off += DERP_FRAME_HDR_LEN + flen;
 	}
 	batch_unlock(c->srv);
@@ -1105,6 +1141,16 @@ static void conn_read(struct conn *c)
 		return;
 	if (have)
 		memcpy(buf, c->carry, have);
+	if (c->paused) {
+		/* Resume a paused sender from what it already sent; no new reads
+		 * until that is consumed, so its carry stays bounded. */
+		c->paused = false;
+		free(c->carry);
+		c->carry = NULL;
+		c->carry_len = 0;
+		process_frames(c, buf, have);
+		return;
+	}
 	room = w->rbuf_cap - have;
 	if (room > READ_BUDGET)
 		room = READ_BUDGET;
@@ -1344,7 +1390,7 @@ static void *worker_main(void *arg)
 	w->now = now_ns();
 	w->next_tick = w->now + TICK_NS;
 	while (!atomic_load(&s->stopping)) {
-		int timeout = (w->flush || w->reread) ? 0 : 250;
+		int timeout = (w->flush || w->reread || w->reread_later) ? 0 : 250;
 		int n = epoll_wait(w->epfd, evs, 256, timeout);
 		struct conn *zombies;
 
@@ -1378,10 +1424,11 @@ static void *worker_main(void *arg)
 			}
 		}
 		/* Connections with decrypted data still inside OpenSSL. */
-		if (w->reread) {
+		if (w->reread || w->reread_later) {
 			struct conn *list = w->reread;
 
-			w->reread = NULL;
+			w->reread = w->reread_later;
+			w->reread_later = NULL;
 			while (list) {
 				struct conn *c = list;
 
