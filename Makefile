@@ -70,6 +70,7 @@ include selftests/selftests.mk
 -include selftests/vm/vm.mk
 -include tools/bench/bench.mk
 -include selftests/fuzz/fuzz.mk
+-include tools/kderpctl/kderpctl.mk
 
 .PHONY: all deps run test check format help clean
 all: $(BINS)

@@ -401,3 +401,21 @@ void keyset_free(struct keyset *ks)
 	free(ks->keys);
 	memset(ks, 0, sizeof(*ks));
 }
+
+/* Close every connection of a key (any thread). Returns how many, or 0 if
+ * the key is not connected. The owners close them on their next loop. */
+int server_close_peer(struct server *s, const uint8_t key[32])
+{
+	struct peer *p;
+	int n = 0;
+
+	pthread_rwlock_rdlock(&s->lock);
+	p = server_peer_lookup(s, key);
+	for (unsigned i = 0; p && i < p->nconns; i++) {
+		atomic_store(&p->conns[i]->close_requested, true);
+		worker_wake_flush(NULL, p->conns[i]);
+		n++;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	return n;
+}

@@ -231,6 +231,7 @@ void server_note_activity(struct server *s, struct conn *c);
 void server_add_watcher(struct server *s, struct conn *c);
 void server_set_preferred(struct server *s, struct conn *c, bool pref);
 void server_sum_stats(struct server *s, struct worker_stats *out);
+int server_close_peer(struct server *s, const uint8_t key[32]);
 
 /* worker.c */
 int workers_start(struct server *s);
