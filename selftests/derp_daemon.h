@@ -31,11 +31,13 @@
 #include "derpc.h"
 
 struct derp_daemon {
+	bool tls; /* set before dd_start: manual certs for 127.0.0.1, self-signed */
 	pid_t pid;
 	uint16_t port;
 	char dir[200];
 	char log_path[240];
 	char key_path[240];
+	char crt_path[240]; /* TLS: the server's self-signed cert, to trust */
 	char bin[512];
 };
 
@@ -99,8 +101,8 @@ static inline int dd_find_bin(struct derp_daemon *d)
  */
 static inline int dd_start(struct derp_daemon *d, const char *const *extra)
 {
-	char addr[32];
-	const char *argv[32];
+	char addr[32], certdir[220];
+	const char *argv[40];
 	const char *tmp;
 	int n = 0, err;
 
@@ -127,7 +129,15 @@ static inline int dd_start(struct derp_daemon *d, const char *const *extra)
 	argv[n++] = "-c";
 	argv[n++] = d->key_path;
 	argv[n++] = "--stun=false";
-	for (int i = 0; extra && extra[i] && n < 31; i++)
+	if (d->tls) {
+		snprintf(certdir, sizeof(certdir), "--certdir=%s", d->dir);
+		snprintf(d->crt_path, sizeof(d->crt_path), "%s/127.0.0.1.crt", d->dir);
+		argv[n++] = "--certmode=manual";
+		argv[n++] = "--hostname=127.0.0.1";
+		argv[n++] = certdir;
+		argv[n++] = "--http-port=-1";
+	}
+	for (int i = 0; extra && extra[i] && n < 39; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
 
@@ -161,7 +171,8 @@ static inline int dd_start(struct derp_daemon *d, const char *const *extra)
 		derpc_init(&c, NULL);
 		if (derpc_dial(&c, &o) == 0) {
 			derpc_close(&c);
-			return 0;
+			/* TLS: the cert is written before the listener opens */
+			return d->tls && access(d->crt_path, R_OK) ? -ENOENT : 0;
 		}
 		usleep(20000);
 	}
@@ -210,8 +221,15 @@ static inline void dd_stop(struct derp_daemon *d)
 		}
 	}
 	if (d->dir[0]) {
+		char p[260];
+
 		unlink(d->log_path);
 		unlink(d->key_path);
+		if (d->tls) {
+			unlink(d->crt_path);
+			snprintf(p, sizeof(p), "%s/127.0.0.1.key", d->dir);
+			unlink(p);
+		}
 		rmdir(d->dir);
 		d->dir[0] = 0;
 	}
@@ -321,6 +339,11 @@ static inline void dd_opts(const struct derp_daemon *d, struct derpc_opts *o)
 	o->host = "127.0.0.1";
 	o->port = d->port;
 	o->timeout_ms = 5000;
+	if (d->tls) {
+		o->tls = true;
+		o->ca_file = d->crt_path;
+		o->sni = "127.0.0.1";
+	}
 }
 
 /* Full DERP client with a fresh key. */

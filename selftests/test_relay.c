@@ -418,4 +418,115 @@ TEST_F(relay, unknown_path_is_home_page)
 	}
 }
 
+/* ---- TLS (manual cert mode, self-signed for 127.0.0.1) ---- */
+
+FIXTURE(tls)
+{
+	struct derp_daemon d;
+	struct derpc a, b;
+};
+
+FIXTURE_SETUP(tls)
+{
+	signal(SIGPIPE, SIG_IGN);
+	derpc_init(&self->a, NULL);
+	derpc_init(&self->b, NULL);
+	self->d.tls = true;
+	ASSERT_EQ(0, dd_start(&self->d, NULL));
+	ASSERT_EQ(0, dd_connect(&self->d, &self->a));
+	ASSERT_EQ(0, dd_connect(&self->d, &self->b));
+}
+
+FIXTURE_TEARDOWN(tls)
+{
+	if (_metadata->failed)
+		dd_dump_log(&self->d, 30);
+	derpc_close(&self->a);
+	derpc_close(&self->b);
+	dd_stop(&self->d);
+}
+
+TEST_F(tls, relay_and_ping)
+{
+	static const uint8_t data[8] = {8, 7, 6, 5, 4, 3, 2, 1};
+	uint8_t got[16];
+	size_t n = 0;
+
+	ASSERT_NE(NULL, derpc_ssl(&self->a));
+	ASSERT_STREQ("{\"version\":2}", self->a.server_info);
+	ASSERT_LE(0, dd_relay_once(&self->a, &self->b, WAIT_MS));
+	ASSERT_LE(0, dd_relay_once(&self->b, &self->a, WAIT_MS));
+	ASSERT_EQ(0, derpc_ping(&self->a, data));
+	ASSERT_EQ(0, recv_type(&self->a, DERP_FRAME_PONG, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(0, memcmp(got, data, 8));
+}
+
+TEST_F(tls, largest_packets_both_ways)
+{
+	size_t big = DERP_MAX_PACKET_SIZE, n = 0;
+	uint8_t *p = malloc(big), *q = malloc(big);
+	uint8_t src[DERP_KEY_LEN];
+
+	ASSERT_NE(NULL, p);
+	ASSERT_NE(NULL, q);
+	for (int i = 0; i < 8; i++) {
+		struct derpc *from = i & 1 ? &self->b : &self->a;
+		struct derpc *to = i & 1 ? &self->a : &self->b;
+
+		randombytes_buf(p, big);
+		ASSERT_EQ(0, derpc_send_packet(from, to->key.pub, p, big));
+		ASSERT_EQ(0, derpc_recv_packet(to, src, q, big, &n, WAIT_MS));
+		ASSERT_EQ(big, n);
+		ASSERT_EQ(0, memcmp(src, from->key.pub, DERP_KEY_LEN));
+		ASSERT_EQ(0, memcmp(p, q, big));
+	}
+	free(p);
+	free(q);
+}
+
+TEST_F(tls, wrong_ca_is_refused)
+{
+	struct derp_daemon other = {0};
+	char missing[300];
+	struct derpc_opts o;
+	struct derpc c;
+	int err;
+
+	/* an unreadable CA file fails that connect only, not the others in this thread */
+	dd_opts(&self->d, &o);
+	snprintf(missing, sizeof(missing), "%s/missing.crt", self->d.dir);
+	o.ca_file = missing;
+	derpc_init(&c, NULL);
+	EXPECT_EQ(-EINVAL, derpc_connect(&c, &o));
+	ASSERT_LE(0, dd_relay_once(&self->a, &self->b, WAIT_MS));
+	/* trusting another server's self-signed certificate must fail verification */
+	other.tls = true;
+	ASSERT_EQ(0, dd_start(&other, NULL));
+	dd_opts(&self->d, &o);
+	o.ca_file = other.crt_path;
+	derpc_init(&c, NULL);
+	err = derpc_connect(&c, &o);
+	dd_stop(&other);
+	EXPECT_NE(0, err);
+	/* the server's own certificate is fine, with and without verification */
+	dd_opts(&self->d, &o);
+	derpc_init(&c, NULL);
+	EXPECT_EQ(0, derpc_connect(&c, &o));
+	derpc_close(&c);
+	o.ca_file = NULL;
+	derpc_init(&c, NULL);
+	EXPECT_EQ(0, derpc_connect(&c, &o));
+	derpc_close(&c);
+	/* and a plain HTTP client on the TLS port gets nowhere, the server lives on */
+	dd_opts(&self->d, &o);
+	o.tls = false;
+	derpc_init(&c, NULL);
+	ASSERT_EQ(0, derpc_dial(&c, &o));
+	ASSERT_EQ(0, derpc_send_upgrade(&c, &o));
+	EXPECT_NE(0, derpc_read_upgrade(&c, WAIT_MS));
+	derpc_close(&c);
+	ASSERT_TRUE(dd_alive(&self->d));
+	ASSERT_LE(0, dd_relay_once(&self->a, &self->b, WAIT_MS));
+}
+
 TEST_HARNESS_MAIN

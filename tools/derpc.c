@@ -8,6 +8,7 @@
  * the HTTP response head are kept for the frame reader.
  */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -23,6 +24,7 @@
 
 #include <http_parser.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <sodium.h>
 
 #include "derpc.h"
@@ -130,6 +132,8 @@ static ssize_t io_read(struct derpc *c, void *buf, size_t len, int64_t deadline)
 		if (c->ssl) {
 			size_t n = 0;
 
+			/* SSL_get_error() looks at the thread's error queue: start clean */
+			ERR_clear_error();
 			if (SSL_read_ex(c->ssl, buf, len, &n) == 1)
 				return (ssize_t)n;
 			switch (SSL_get_error(c->ssl, 0)) {
@@ -183,6 +187,7 @@ static int io_write_all(struct derpc *c, const void *buf, size_t len, int64_t de
 		if (c->ssl) {
 			size_t n = 0;
 
+			ERR_clear_error();
 			if (SSL_write_ex(c->ssl, p, len, &n) == 1) {
 				p += n;
 				len -= n;
@@ -285,8 +290,10 @@ static int tls_setup(struct derpc *c, const struct derpc_opts *o, int64_t deadli
 	SSL_CTX_set_mode(c->ssl_ctx,
 			 SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (o->ca_file) {
-		if (SSL_CTX_load_verify_locations(c->ssl_ctx, o->ca_file, NULL) != 1)
+		if (SSL_CTX_load_verify_locations(c->ssl_ctx, o->ca_file, NULL) != 1) {
+			ERR_clear_error();
 			return -EINVAL;
+		}
 		SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER, NULL);
 	} else {
 		SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_NONE, NULL);
@@ -296,12 +303,23 @@ static int tls_setup(struct derpc *c, const struct derpc_opts *o, int64_t deadli
 		return -ENOMEM;
 	SSL_set_fd(c->ssl, c->fd);
 	if (o->sni) {
-		SSL_set_tlsext_host_name(c->ssl, o->sni);
-		if (o->ca_file)
+		uint8_t ip[16];
+		bool is_ip =
+			inet_pton(AF_INET, o->sni, ip) == 1 || inet_pton(AF_INET6, o->sni, ip) == 1;
+
+		/* no SNI for an address (RFC 6066), but verify the cert's IP SAN */
+		if (!is_ip)
+			SSL_set_tlsext_host_name(c->ssl, o->sni);
+		if (o->ca_file && is_ip)
+			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), o->sni);
+		else if (o->ca_file)
 			SSL_set1_host(c->ssl, o->sni);
 	}
 	for (;;) {
-		int r = SSL_connect(c->ssl);
+		int r;
+
+		ERR_clear_error();
+		r = SSL_connect(c->ssl);
 
 		if (r == 1)
 			return 0;

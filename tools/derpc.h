@@ -79,7 +79,7 @@ struct derpc_opts {
 	uint16_t port;
 	bool tls;
 	const char *ca_file; /* TLS: trust only this CA/cert file and verify; NULL: no verify */
-	const char *sni; /* TLS: server name to send (and verify with ca_file) */
+	const char *sni; /* TLS: server name to send and verify (an IP: verified, not sent) */
 	const char *path; /* request path, default "/derp" */
 	const char *extra_headers; /* appended verbatim, each line ending in \r\n */
 	const char *client_info_json; /* default DERPC_CLIENT_INFO_JSON */
