@@ -169,6 +169,46 @@ TEST_F(relay, ping_100_bytes_pong_has_first_8)
 	ASSERT_EQ(0, memcmp(got, data, 8));
 }
 
+TEST_F(relay, ping_burst_pongs_are_echoes)
+{
+	uint8_t buf[20 * (DERP_FRAME_HEADER_LEN + 8)], got[16];
+	int64_t deadline;
+	int pongs = 0, last = -1;
+
+	/* 20 pings in one write: some may be dropped while a pong is pending */
+	for (int i = 0; i < 20; i++) {
+		uint8_t *f = buf + i * (DERP_FRAME_HEADER_LEN + 8);
+
+		derpc_put_header(f, DERP_FRAME_PING, 8);
+		memcpy(f + DERP_FRAME_HEADER_LEN, "pingNNNN", 8);
+		f[DERP_FRAME_HEADER_LEN + 7] = (uint8_t)i;
+	}
+	ASSERT_EQ(0, derpc_write_raw(&self->a, buf, sizeof(buf), WAIT_MS));
+	deadline = derpc_now_ms() + 1000;
+	for (;;) {
+		int64_t left = deadline - derpc_now_ms();
+		size_t n = 0;
+		int err;
+
+		if (left <= 0)
+			break;
+		err = recv_type(&self->a, DERP_FRAME_PONG, got, sizeof(got), &n, (int)left);
+		if (err == -ETIMEDOUT)
+			break;
+		ASSERT_EQ(0, err);
+		ASSERT_EQ(8, n);
+		ASSERT_EQ(0, memcmp(got, "pingNNN", 7));
+		/* each pong answers a distinct ping, in order */
+		ASSERT_LT(last, (int)got[7]);
+		ASSERT_GT(20, (int)got[7]);
+		last = got[7];
+		pongs++;
+	}
+	TH_LOG("%d pongs for 20 pings", pongs);
+	ASSERT_LE(1, pongs);
+	ASSERT_LE(0, dd_relay_once(&self->a, &self->b, WAIT_MS));
+}
+
 TEST_F(relay, frames_before_server_info_are_processed)
 {
 	uint8_t buf[1024], pkt[40], got[64], src[DERP_KEY_LEN], ping[8];
