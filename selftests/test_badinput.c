@@ -769,4 +769,84 @@ TEST_F_TIMEOUT(load, connection_churn, 90)
 	check_healthy(_metadata, e);
 }
 
+/* Close with a reset (SO_LINGER 0) instead of a FIN. */
+static void reset_close(struct derpc *c)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	if (derpc_fd(c) >= 0)
+		setsockopt(derpc_fd(c), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	derpc_close(c);
+}
+
+#define RESET_ROUNDS 300
+
+/*
+ * Connections reset at every stage of their life: right after connect, in
+ * the middle of the request, after the upgrade, in the middle of ClientInfo,
+ * right after it (with a packet queued behind it), and in the middle of a
+ * SendPacket. No fd may leak and the pair must keep relaying.
+ */
+TEST_F_TIMEOUT(load, resets_at_every_stage, 60)
+{
+	struct env *e = &self->e;
+	uint8_t buf[DERP_FRAME_HEADER_LEN + 512], pkt[200];
+	int base, now = -1;
+
+	base = dd_fd_count(&e->d);
+	ASSERT_LT(0, base);
+	memset(pkt, 0x42, sizeof(pkt));
+	for (int i = 0; i < RESET_ROUNDS; i++) {
+		struct derpc c;
+		int n;
+
+		switch (i % 6) {
+		case 0:
+			ASSERT_EQ(0, dd_dial(&e->d, &c));
+			break;
+		case 1:
+			ASSERT_EQ(0, dd_dial(&e->d, &c));
+			derpc_write_raw(&c, "GET /derp HTTP/1.1\r\nHost: 1", 29, 1000);
+			break;
+		case 2:
+			ASSERT_EQ(0, dd_upgraded(&e->d, &c));
+			break;
+		case 3:
+		case 4:
+			ASSERT_EQ(0, dd_upgraded(&e->d, &c));
+			n = derpc_build_client_info(&c.key, c.server_pub, DERPC_CLIENT_INFO_JSON,
+						    buf + DERP_FRAME_HEADER_LEN,
+						    sizeof(buf) - DERP_FRAME_HEADER_LEN);
+			ASSERT_LT(0, n);
+			derpc_put_header(buf, DERP_FRAME_CLIENT_INFO, (uint32_t)n);
+			if (i % 6 == 3) {
+				derpc_write_raw(&c, buf, DERP_FRAME_HEADER_LEN + (size_t)n / 2,
+						1000);
+			} else {
+				derpc_write_raw(&c, buf, DERP_FRAME_HEADER_LEN + (size_t)n, 1000);
+				derpc_send_packet(&c, e->b.key.pub, pkt, sizeof(pkt));
+			}
+			break;
+		default:
+			ASSERT_EQ(0, dd_connect(&e->d, &c));
+			derpc_put_header(buf, DERP_FRAME_SEND_PACKET, DERP_KEY_LEN + 100);
+			memcpy(buf + DERP_FRAME_HEADER_LEN, e->b.key.pub, DERP_KEY_LEN);
+			derpc_write_raw(&c, buf, DERP_FRAME_HEADER_LEN + 20, 1000);
+			break;
+		}
+		reset_close(&c);
+		if (i % 50 == 49)
+			ASSERT_LE(0, dd_relay_once(&e->a, &e->b, RELAY_DEADLINE_MS));
+	}
+	for (int i = 0; i < 250; i++) {
+		now = dd_fd_count(&e->d);
+		if (now <= base)
+			break;
+		usleep(20000);
+	}
+	TH_LOG("%d resets; server fds %d before, %d after", RESET_ROUNDS, base, now);
+	ASSERT_GE(base, now);
+	check_healthy(_metadata, e);
+}
+
 TEST_HARNESS_MAIN
