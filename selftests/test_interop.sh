@@ -26,7 +26,7 @@ host=derp1.test
 case_timeout=20s
 
 read -r -a cases <<<"${KDERP_INTEROP_CASES:-sendrecv three ping peergone peergone-scope \
-nothere upgrade order}"
+nothere upgrade order bulk self dupkey reconnect many watch}"
 tls_only=(faststart untrusted)
 if [ -z "${KDERP_INTEROP_CASES:-}" ]; then
 	tls_cases=("${cases[@]}" "${tls_only[@]}")
@@ -95,7 +95,8 @@ start_daemon() {
 	shift
 	for try in 1 2; do
 		port=$(free_port)
-		"$daemon" -a "127.0.0.1:$port" -c "$tmp/$name.key" --stun=false "$@" \
+		"$daemon" -a "127.0.0.1:$port" -c "$tmp/$name.key" --stun=false \
+			--mesh-psk-file "$tmp/mesh.key" "$@" \
 			"${daemon_args[@]}" >"$tmp/$name.log" 2>&1 &
 		daemon_pid=$!
 		pids+=("$daemon_pid")
@@ -165,6 +166,7 @@ run_cases() {
 			continue
 		fi
 		output=$(timeout 60 "$interop" -url "$url" -timeout "$case_timeout" \
+			-meshkey "$tmp/mesh.key" \
 			"${flags[@]}" "$c" 2>&1)
 		rc=$?
 		# Keep the tool's diagnostics; its own KTAP lines become ours.
@@ -182,6 +184,9 @@ run_cases() {
 		esac
 	done
 }
+
+# The servers' mesh key, for the watch case.
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$tmp/mesh.key"
 
 # Plain HTTP.
 if start_daemon plain; then

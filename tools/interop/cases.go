@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -226,33 +227,58 @@ func caseNotHere(ctx context.Context, e *env) error {
 	return nil
 }
 
-// caseOrder sends e.packets numbered packets from A to B while B reads. With
-// a window, B acknowledges every window/2 packets and A never has more than
-// window packets unacknowledged, which keeps B's server-side queue short of
-// its drop-oldest limit so any loss is a server bug.
+// caseOrder sends e.packets numbered 200-byte packets from A to B while B
+// reads.
 func caseOrder(ctx context.Context, e *env) error {
+	return streamCase(ctx, e, "order", e.packets, 200, e.window)
+}
+
+// caseBulk streams 400 packets of the maximum size (26 MB) from A to B.
+func caseBulk(ctx context.Context, e *env) error {
+	return streamCase(ctx, e, "bulk", 400, derp.MaxPacketSize, min(e.window, 8))
+}
+
+func streamCase(ctx context.Context, e *env, name string, n, size, win int) error {
 	ps, err := connectPeers(ctx, e, "A", "B")
 	if err != nil {
 		return err
 	}
 	defer closeAll(ps)
-	a, b := ps[0], ps[1]
-	n, win := e.packets, e.window
+	start := time.Now()
+	if err := stream(ctx, ps[0], ps[1], n, size, win); err != nil {
+		return err
+	}
+	dur := time.Since(start)
+	fmt.Printf("# %s: %d packets of %d bytes in order in %v (%.0f pkt/s, %.1f MB/s, window %d)\n",
+		name, n, size, dur.Round(time.Millisecond), float64(n)/dur.Seconds(),
+		float64(n*size)/dur.Seconds()/1e6, win)
+	return ps[1].expectQuiet(ctx, quiet)
+}
+
+// stream sends n numbered packets of size bytes from a to b while b reads and
+// checks each one. With a window, b acknowledges every win/2 packets and a
+// never has more than win packets unacknowledged. That keeps b's queue on
+// the server below its depth (32 in derper, which drops the oldest packet
+// beyond that), so any loss is a server bug.
+func stream(ctx context.Context, a, b *peer, n, size, win int) error {
 	tag := randBytes(8)
 	tag[0] = 0
 	mk := func(seq int, size int) []byte {
 		p := make([]byte, size)
 		copy(p, tag)
 		binary.BigEndian.PutUint32(p[8:], uint32(seq))
+		for i := 12; i < size; i++ {
+			p[i] = byte(seq*131 + i)
+		}
 		return p
 	}
-	parse := func(m derp.ReceivedMessage, src *peer) (int, error) {
+	parse := func(m derp.ReceivedMessage, src *peer) (int, []byte, error) {
 		rp, ok := m.(derp.ReceivedPacket)
 		if !ok || rp.Source != src.pub || len(rp.Data) < 12 ||
 			string(rp.Data[:8]) != string(tag) {
-			return 0, fmt.Errorf("unexpected %s", describe(m))
+			return 0, nil, fmt.Errorf("unexpected %s", describe(m))
 		}
-		return int(binary.BigEndian.Uint32(rp.Data[8:])), nil
+		return int(binary.BigEndian.Uint32(rp.Data[8:])), rp.Data, nil
 	}
 
 	acks := make(chan int, 64)
@@ -265,7 +291,7 @@ func caseOrder(ctx context.Context, e *env) error {
 					errc <- fmt.Errorf("A: waiting for acks: %w", err)
 					return
 				}
-				seq, err := parse(m, b)
+				seq, _, err := parse(m, b)
 				if err != nil {
 					errc <- fmt.Errorf("A: %w", err)
 					return
@@ -278,7 +304,6 @@ func caseOrder(ctx context.Context, e *env) error {
 			}
 		}()
 	}
-	start := time.Now()
 	go func() {
 		acked := -1
 		for seq := 0; seq < n; seq++ {
@@ -291,7 +316,7 @@ func caseOrder(ctx context.Context, e *env) error {
 					return
 				}
 			}
-			if err := a.c.Send(b.pub, mk(seq, 200)); err != nil {
+			if err := a.c.Send(b.pub, mk(seq, size)); err != nil {
 				errc <- fmt.Errorf("A: send %d: %w", seq, err)
 				return
 			}
@@ -311,7 +336,7 @@ func caseOrder(ctx context.Context, e *env) error {
 			}
 			return fmt.Errorf("B: received %d of %d: %w", want, n, err)
 		}
-		seq, err := parse(m, a)
+		seq, data, err := parse(m, a)
 		if err != nil {
 			return fmt.Errorf("B: after %d packets: %w", want, err)
 		}
@@ -319,17 +344,15 @@ func caseOrder(ctx context.Context, e *env) error {
 			return fmt.Errorf("B: got packet %d, want %d (%d lost or reordered)",
 				seq, want, seq-want)
 		}
+		if !bytes.Equal(data, mk(seq, size)) {
+			return fmt.Errorf("B: packet %d corrupted (%d bytes, want %d)",
+				seq, len(data), size)
+		}
 		if win > 0 && ((want+1)%max(win/2, 1) == 0 || want+1 == n) {
 			if err := b.c.Send(a.pub, mk(want, 12)); err != nil {
 				return fmt.Errorf("B: ack %d: %w", want, err)
 			}
 		}
 	}
-	dur := time.Since(start)
-	if err := <-errc; err != nil {
-		return err
-	}
-	fmt.Printf("# order: %d packets in order in %v (%.0f pkt/s, window %d)\n",
-		n, dur.Round(time.Millisecond), float64(n)/dur.Seconds(), win)
-	return b.expectQuiet(ctx, quiet)
+	return <-errc
 }

@@ -53,6 +53,13 @@ var cases = []testCase{
 	{"nothere", "disco to an unknown key gets rate-limited PeerGone(NotHere)", caseNotHere},
 	{"upgrade", "raw HTTP upgrade: 101, ServerKey, then ServerInfo", caseUpgrade},
 	{"order", "10000 packets A->B arrive in order, none lost", caseOrder},
+	{"bulk", "400 packets of 64 KiB A->B, in order and intact", caseBulk},
+	{"self", "a packet to one's own key comes back", caseSelf},
+	{"dupkey", "two connections with one key: newest or last sender receives", caseDupKey},
+	{"reconnect", "a client leaves and comes back with the same key", caseReconnect},
+	{"many", "16 clients all to all for 10 rounds", caseMany},
+	{"watch", "mesh watcher sees PeerPresent/PeerGone; non-mesh watcher is cut (-meshkey)",
+		caseWatch},
 	{"faststart", "TLS 1.3 meta cert and Derp-Fast-Start: 1 (TLS only)", caseFastStart},
 	{"untrusted", "a client that does not trust the cert cannot connect (TLS only)",
 		caseUntrusted},
@@ -65,6 +72,7 @@ type env struct {
 	roots   *x509.CertPool // trusted roots for TLS, nil for plain HTTP
 	logf    func(format string, args ...any)
 	netMon  *netmon.Monitor
+	meshKey key.DERPMesh  // the server's mesh key, for the watch case
 	packets int           // packet count for the order case
 	window  int           // packets in flight in the order case, 0 = unlimited
 	caseTO  time.Duration // per case timeout
@@ -153,6 +161,7 @@ func main() {
 	rawURL := flag.String("url", "", "DERP URL, http://IP:PORT/derp or https://NAME:PORT/derp")
 	ip := flag.String("ip", "", "IPv4 address to dial instead of resolving the URL host")
 	ca := flag.String("ca", "", "PEM file with the certificate (or CA) to trust for TLS")
+	meshFile := flag.String("meshkey", "", "file with the server's mesh key (64 hex digits)")
 	timeout := flag.Duration("timeout", 20*time.Second, "timeout of each case")
 	packets := flag.Int("packets", 10000, "number of packets in the order case")
 	window := flag.Int("window", 16,
@@ -189,6 +198,16 @@ func main() {
 	if *ca != "" {
 		if e.roots, err = loadRoots(*ca); err != nil {
 			fmt.Fprintf(os.Stderr, "kderp-interop: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	if *meshFile != "" {
+		b, err := os.ReadFile(*meshFile)
+		if err == nil {
+			e.meshKey, err = key.ParseDERPMesh(strings.TrimSpace(string(b)))
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kderp-interop: -meshkey: %v\n", err)
 			os.Exit(2)
 		}
 	}

@@ -30,12 +30,19 @@ type peer struct {
 	closing atomic.Bool
 }
 
-// connectPeer connects a new client and checks that the first message it
-// receives is ServerInfo.
+// connectPeer connects a client with a new key and checks that the first
+// message it receives is ServerInfo.
 func connectPeer(ctx context.Context, e *env, name string) (*peer, error) {
+	return connectPeerWith(ctx, e, name, key.NewNode(), nil)
+}
+
+// connectPeerWith is connectPeer with a given key; setup, if not nil, can
+// adjust the client (mesh key, watching) before it connects.
+func connectPeerWith(ctx context.Context, e *env, name string, priv key.NodePrivate,
+	setup func(*derphttp.Client)) (*peer, error) {
 	p := &peer{
 		name: name,
-		priv: key.NewNode(),
+		priv: priv,
 		msgs: make(chan derp.ReceivedMessage, 1024),
 		done: make(chan struct{}),
 		stop: make(chan struct{}),
@@ -44,6 +51,9 @@ func connectPeer(ctx context.Context, e *env, name string) (*peer, error) {
 	c, err := e.newClient(p.priv)
 	if err != nil {
 		return nil, fmt.Errorf("%s: new client: %w", name, err)
+	}
+	if setup != nil {
+		setup(c)
 	}
 	p.c = c
 	if err := c.Connect(ctx); err != nil {

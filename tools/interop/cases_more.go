@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: MIT
+
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"time"
+
+	"tailscale.com/derp"
+	"tailscale.com/derp/derphttp"
+	"tailscale.com/types/key"
+)
+
+// caseSelf: a packet sent to one's own key comes back from oneself.
+func caseSelf(ctx context.Context, e *env) error {
+	a, err := connectPeer(ctx, e, "A")
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	data := plainPacket(500)
+	if err := a.c.Send(a.pub, data); err != nil {
+		return fmt.Errorf("A: send: %w", err)
+	}
+	if err := a.expectPacket(ctx, a, data); err != nil {
+		return err
+	}
+	return a.expectQuiet(ctx, quiet)
+}
+
+// caseDupKey: two connections with the same key. The newest one receives;
+// a connection that sends becomes the one that receives; closing one of the
+// two tells nobody, closing the last one sends PeerGone.
+func caseDupKey(ctx context.Context, e *env) error {
+	ps, err := connectPeers(ctx, e, "B")
+	if err != nil {
+		return err
+	}
+	b := ps[0]
+	defer b.close()
+	k := key.NewNode()
+	a1, err := connectPeerWith(ctx, e, "A1", k, nil)
+	if err != nil {
+		return err
+	}
+	defer a1.close()
+	a2, err := connectPeerWith(ctx, e, "A2", k, nil)
+	if err != nil {
+		return err
+	}
+	defer a2.close()
+
+	send := func(src, dst *peer, dstName string, to *peer) error {
+		data := plainPacket(100)
+		if err := src.c.Send(dst.pub, data); err != nil {
+			return fmt.Errorf("%s: send: %w", src.name, err)
+		}
+		if err := to.expectPacket(ctx, src, data); err != nil {
+			return fmt.Errorf("%w (packet for %s)", err, dstName)
+		}
+		return nil
+	}
+	/* Newest connection wins. */
+	if err := send(b, a2, "A", a2); err != nil {
+		return err
+	}
+	/* A1 speaks, so A1 is now the active one. */
+	if err := send(a1, b, "B", b); err != nil {
+		return err
+	}
+	if err := send(b, a1, "A", a1); err != nil {
+		return err
+	}
+	a1.close()
+	/* A2 speaks: the only one left, and active again either way. */
+	if err := send(a2, b, "B", b); err != nil {
+		return err
+	}
+	if err := send(b, a2, "A", a2); err != nil {
+		return err
+	}
+	if err := b.expectQuiet(ctx, quiet); err != nil {
+		return fmt.Errorf("%w (A still has a connection)", err)
+	}
+	a2.close()
+	m, err := b.next(ctx)
+	if err != nil {
+		return fmt.Errorf("B: waiting for PeerGone(A) after its last connection closed: %w", err)
+	}
+	if pg, ok := m.(derp.PeerGoneMessage); !ok || pg.Peer != k.Public() ||
+		pg.Reason != derp.PeerGoneReasonDisconnected {
+		return fmt.Errorf("B: got %s, want PeerGone(A, reason 0x00)", describe(m))
+	}
+	return nil
+}
+
+// caseReconnect: a client goes away and comes back with the same key; the
+// peer sees PeerGone, and both directions work again afterwards.
+func caseReconnect(ctx context.Context, e *env) error {
+	ps, err := connectPeers(ctx, e, "A", "B")
+	if err != nil {
+		return err
+	}
+	defer closeAll(ps)
+	a, b := ps[0], ps[1]
+	if err := exchange(ctx, a, b); err != nil {
+		return err
+	}
+	a.close()
+	m, err := b.next(ctx)
+	if err != nil {
+		return fmt.Errorf("B: waiting for PeerGone(A): %w", err)
+	}
+	if pg, ok := m.(derp.PeerGoneMessage); !ok || pg.Peer != a.pub {
+		return fmt.Errorf("B: got %s, want PeerGone(A)", describe(m))
+	}
+	again, err := connectPeerWith(ctx, e, "A again", a.priv, nil)
+	if err != nil {
+		return err
+	}
+	defer again.close()
+	if err := exchange(ctx, again, b); err != nil {
+		return err
+	}
+	if err := b.expectQuiet(ctx, quiet); err != nil {
+		return err
+	}
+	return again.expectQuiet(ctx, quiet)
+}
+
+// caseMany: 16 clients, 10 rounds; in each round every client sends one
+// packet to each of the others and every client must receive exactly one
+// from each, with the right source and contents. At most 15 packets wait
+// for any client, well below the server's queue depth.
+func caseMany(ctx context.Context, e *env) error {
+	const n, rounds = 16, 10
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("M%d", i)
+	}
+	ps, err := connectPeers(ctx, e, names...)
+	if err != nil {
+		return err
+	}
+	defer closeAll(ps)
+	idx := map[key.NodePublic]int{}
+	for i, p := range ps {
+		idx[p.pub] = i
+	}
+	tag := randBytes(8)
+	tag[0] = 0
+	mk := func(round, src, dst int) []byte {
+		b := make([]byte, 64+src)
+		copy(b, tag)
+		binary.BigEndian.PutUint32(b[8:], uint32(round))
+		binary.BigEndian.PutUint32(b[12:], uint32(src))
+		binary.BigEndian.PutUint32(b[16:], uint32(dst))
+		return b
+	}
+	start := time.Now()
+	for r := 0; r < rounds; r++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 2*n)
+		for i := range ps {
+			wg.Add(2)
+			go func(i int) {
+				defer wg.Done()
+				for j := range ps {
+					if j == i {
+						continue
+					}
+					if err := ps[i].c.Send(ps[j].pub, mk(r, i, j)); err != nil {
+						errs <- fmt.Errorf("%s: send: %w", ps[i].name, err)
+						return
+					}
+				}
+			}(i)
+			go func(j int) {
+				defer wg.Done()
+				seen := make([]bool, n)
+				for got := 0; got < n-1; got++ {
+					m, err := ps[j].next(ctx)
+					if err != nil {
+						errs <- fmt.Errorf("%s: round %d, %d of %d packets: %w",
+							ps[j].name, r, got, n-1, err)
+						return
+					}
+					rp, ok := m.(derp.ReceivedPacket)
+					if !ok {
+						errs <- fmt.Errorf("%s: round %d: unexpected %s",
+							ps[j].name, r, describe(m))
+						return
+					}
+					src, known := idx[rp.Source]
+					if !known || src == j || seen[src] ||
+						string(rp.Data) != string(mk(r, src, j)) {
+						errs <- fmt.Errorf("%s: round %d: wrong, repeated or corrupted "+
+							"packet from %s (%d bytes)", ps[j].name, r,
+							rp.Source.ShortString(), len(rp.Data))
+						return
+					}
+					seen[src] = true
+				}
+			}(i)
+		}
+		wg.Wait()
+		select {
+		case err := <-errs:
+			return err
+		default:
+		}
+	}
+	dur := time.Since(start)
+	fmt.Printf("# many: %d clients, %d packets in %v\n", n, n*(n-1)*rounds,
+		dur.Round(time.Millisecond))
+	for _, p := range ps {
+		if err := p.expectQuiet(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// caseWatch: a mesh client (with the server's mesh key) that watches
+// connections gets PeerPresent for the clients already there, itself
+// included, then PeerPresent with address and flags for a new client and
+// PeerGone(Disconnected) when it leaves. A client without the key that asks
+// to watch is disconnected.
+func caseWatch(ctx context.Context, e *env) error {
+	if e.meshKey.IsZero() {
+		return errSkip{"no -meshkey"}
+	}
+	c1, err := connectPeer(ctx, e, "C1")
+	if err != nil {
+		return err
+	}
+	defer c1.close()
+	w, err := connectPeerWith(ctx, e, "W", key.NewNode(), func(c *derphttp.Client) {
+		c.MeshKey = e.meshKey
+		c.WatchConnectionChanges = true
+	})
+	if err != nil {
+		return err
+	}
+	defer w.close()
+
+	/* The initial flood: every connected key, in no particular order. */
+	want := map[key.NodePublic]string{c1.pub: "C1", w.pub: "W"}
+	for len(want) > 0 {
+		m, err := w.next(ctx)
+		if err != nil {
+			return fmt.Errorf("W: waiting for PeerPresent of %d more: %w", len(want), err)
+		}
+		switch m := m.(type) {
+		case derp.PeerPresentMessage:
+			delete(want, m.Key)
+		case derp.PeerGoneMessage:
+			/* A client of an earlier case going away. */
+		default:
+			return fmt.Errorf("W: got %s while waiting for the initial PeerPresents",
+				describe(m))
+		}
+	}
+
+	c2, err := connectPeer(ctx, e, "C2")
+	if err != nil {
+		return err
+	}
+	defer c2.close()
+	la, err := c2.c.LocalAddr()
+	if err != nil {
+		return fmt.Errorf("C2: local address: %w", err)
+	}
+	var pp derp.PeerPresentMessage
+	for {
+		m, err := w.next(ctx)
+		if err != nil {
+			return fmt.Errorf("W: waiting for PeerPresent(C2): %w", err)
+		}
+		if pg, ok := m.(derp.PeerGoneMessage); ok && pg.Peer != c2.pub {
+			continue /* a client of an earlier case going away */
+		}
+		var ok bool
+		if pp, ok = m.(derp.PeerPresentMessage); !ok || pp.Key != c2.pub {
+			return fmt.Errorf("W: got %s, want PeerPresent(C2)", describe(m))
+		}
+		break
+	}
+	if pp.IPPort != la {
+		return fmt.Errorf("W: PeerPresent(C2) address %v, want %v", pp.IPPort, la)
+	}
+	if pp.Flags != derp.PeerPresentIsRegular {
+		return fmt.Errorf("W: PeerPresent(C2) flags %#02x, want 0x01 (regular)", pp.Flags)
+	}
+	c2.close()
+	for {
+		m, err := w.next(ctx)
+		if err != nil {
+			return fmt.Errorf("W: waiting for PeerGone(C2): %w", err)
+		}
+		pg, ok := m.(derp.PeerGoneMessage)
+		if !ok {
+			return fmt.Errorf("W: got %s, want PeerGone(C2)", describe(m))
+		}
+		if pg.Peer != c2.pub {
+			continue
+		}
+		if pg.Reason != derp.PeerGoneReasonDisconnected {
+			return fmt.Errorf("W: %s, want reason 0x00", describe(m))
+		}
+		break
+	}
+
+	/* Watching without the mesh key closes the connection. */
+	nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := connectPeerWith(nctx, e, "N", key.NewNode(), func(c *derphttp.Client) {
+		c.WatchConnectionChanges = true
+	})
+	if err != nil {
+		/* The server may close before or after writing ServerInfo. */
+		fmt.Printf("# watch: non-mesh watcher refused: %v\n", err)
+		return nil
+	}
+	defer n.close()
+	m, err := n.next(nctx)
+	if err == nil {
+		return fmt.Errorf("N: watching without the mesh key gave %s, want the connection closed",
+			describe(m))
+	}
+	if nctx.Err() != nil {
+		return fmt.Errorf("N: watching without the mesh key: connection still open after 5 s")
+	}
+	return nil
+}
