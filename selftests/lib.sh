@@ -63,3 +63,37 @@ wait_port() {
 	done
 	return 1
 }
+
+# ktap_fuzz NAME: replay selftests/fuzz/corpus/NAME through the libFuzzer
+# harness $KDERP_OUTPUT/fuzz/fuzz_NAME, then fuzz for KDERP_FUZZ_SECS (5 s).
+# Prints two KTAP lines (SKIP if the harness was not built).
+ktap_fuzz() {
+	local name=$1 secs=${KDERP_FUZZ_SECS:-5}
+	local fuzzer=${KDERP_OUTPUT:-.output}/fuzz/fuzz_$name
+	local seeds work runs
+	seeds="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fuzz/corpus/$name"
+	if [ ! -x "$fuzzer" ]; then
+		ktap_skip "${name}_seed_corpus" "fuzzer not built (needs clang with libFuzzer)"
+		ktap_skip "${name}_fuzz_${secs}s" "fuzzer not built"
+		return
+	fi
+	work=$(mktemp -d)
+	mkdir -p "$work/corpus"
+	cp "$seeds/"* "$work/corpus/"
+	if "$fuzzer" -runs=0 "$work/corpus" >"$work/replay.log" 2>&1; then
+		ktap_pass "${name}_seed_corpus"
+	else
+		sed 's/^/# /' "$work/replay.log" | tail -n 30
+		ktap_fail "${name}_seed_corpus"
+	fi
+	if timeout $((secs + 30)) "$fuzzer" -max_total_time="$secs" -timeout=5 -rss_limit_mb=1024 \
+		-artifact_prefix="$work/" "$work/corpus" >"$work/fuzz.log" 2>&1; then
+		runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$work/fuzz.log")
+		echo "# ${runs:-?} inputs in ${secs} s"
+		ktap_pass "${name}_fuzz_${secs}s"
+	else
+		sed 's/^/# /' "$work/fuzz.log" | tail -n 30
+		ktap_fail "${name}_fuzz_${secs}s"
+	fi
+	rm -rf "$work"
+}

@@ -18,7 +18,8 @@ FUZZ_CFLAGS = -O1 -g -std=gnu11 -D_GNU_SOURCE -Wall -Werror -Iinclude -Iuser \
 	-fno-omit-frame-pointer
 
 FUZZ_STUN_SRCS := selftests/fuzz/fuzz_stun.c user/stun.c user/log.c
-FUZZ_BINS := $(FUZZ_OUT)/fuzz_stun
+FUZZ_DERP_SRCS := selftests/fuzz/fuzz_derp.c user/http.c user/derp.c user/util.c user/log.c
+FUZZ_BINS := $(FUZZ_OUT)/fuzz_stun $(FUZZ_OUT)/fuzz_derp
 
 TEST_BINS += $(FUZZ_BINS)
 
@@ -26,6 +27,11 @@ $(FUZZ_OUT)/fuzz_stun: $(FUZZ_STUN_SRCS) user/stun.h user/log.h | $(OUTPUT)
 	$(call msg,FUZZ-CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_STUN_SRCS) -o $@ -lz -pthread
+
+$(FUZZ_OUT)/fuzz_derp: $(FUZZ_DERP_SRCS) user/http.h user/derp.h | $(OUTPUT)
+	$(call msg,FUZZ-CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_DERP_SRCS) -o $@ -lhttp_parser -ljansson -lsodium -pthread
 
 .PHONY: fuzz
 fuzz: $(FUZZ_BINS)
