@@ -11,6 +11,7 @@
  * Resource tests also bound the server's RSS and open file descriptors.
  */
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include "harness.h"
@@ -705,6 +706,129 @@ TEST_F_TIMEOUT(load, receiver_never_reads, 90)
 	derpc_close(&s);
 	derpc_close(&r);
 	check_healthy(_metadata, e);
+}
+
+/*
+ * One sender, two receivers: R reads slowly (a frame every 2 ms), B reads
+ * at once. S floods R and now and then sends B a packet stamped with the
+ * send time. A slow receiver must not stall its sender's other traffic
+ * (derper's TestSendFreeze): B gets every packet, each within 500 ms.
+ */
+#define SLOW_TOTAL 20000
+#define SLOW_B_EVERY 100
+
+struct slow_reader {
+	struct derpc *c;
+	int burst; /* frames read between 2 ms pauses */
+	volatile bool stop;
+	int frames;
+	/* B side */
+	int want, got, worst_ms;
+	int err;
+};
+
+static void *slow_read_loop(void *arg)
+{
+	struct slow_reader *r = arg;
+	uint8_t buf[64];
+
+	while (!r->stop) {
+		uint8_t type;
+		size_t n;
+		int err = derpc_recv_frame(r->c, &type, buf, sizeof(buf), &n, 200);
+
+		if (err && err != -ETIMEDOUT)
+			break;
+		if (!err && ++r->frames % r->burst == 0)
+			usleep(2000);
+	}
+	return NULL;
+}
+
+static void *fast_read_loop(void *arg)
+{
+	struct slow_reader *r = arg;
+	uint8_t buf[FLOOD_SIZE], src[DERP_KEY_LEN];
+
+	while (r->got < r->want) {
+		int64_t sent;
+		size_t n = 0;
+		int err = derpc_recv_packet(r->c, src, buf, sizeof(buf), &n, 3000);
+		int ms;
+
+		if (err) {
+			r->err = err;
+			break;
+		}
+		if (n < sizeof(sent))
+			continue;
+		memcpy(&sent, buf, sizeof(sent));
+		ms = (int)(derpc_now_ms() - sent);
+		if (ms > r->worst_ms)
+			r->worst_ms = ms;
+		r->got++;
+	}
+	return NULL;
+}
+
+static void slow_reader_run(struct __test_metadata *_metadata, struct env *e, int burst)
+{
+	struct slow_reader rs = {0}, bs = {0};
+	uint8_t pkt[FLOOD_SIZE];
+	pthread_t rt, bt;
+	struct derpc s, r;
+	int64_t t0;
+
+	ASSERT_EQ(0, dd_connect(&e->d, &s));
+	ASSERT_EQ(0, dd_connect(&e->d, &r));
+	rs.c = &r;
+	rs.burst = burst;
+	bs.c = &e->b;
+	bs.want = SLOW_TOTAL / SLOW_B_EVERY;
+	ASSERT_EQ(0, pthread_create(&rt, NULL, slow_read_loop, &rs));
+	ASSERT_EQ(0, pthread_create(&bt, NULL, fast_read_loop, &bs));
+	memset(pkt, 0x5a, sizeof(pkt));
+	t0 = derpc_now_ms();
+	for (int i = 0; i < SLOW_TOTAL; i++) {
+		int err;
+
+		if (i % SLOW_B_EVERY == 0) {
+			int64_t now = derpc_now_ms();
+
+			memcpy(pkt, &now, sizeof(now));
+			err = derpc_send_packet(&s, e->b.key.pub, pkt, sizeof(pkt));
+		} else {
+			err = derpc_send_packet(&s, r.key.pub, pkt, sizeof(pkt));
+		}
+		if (err) {
+			TH_LOG("send %d failed: %s", i, strerror(-err));
+			break;
+		}
+		if (derpc_now_ms() - t0 > 60000)
+			break;
+	}
+	pthread_join(bt, NULL);
+	rs.stop = true;
+	pthread_join(rt, NULL);
+	TH_LOG("%d packets in %lld ms; B got %d/%d, worst %d ms; R (%d per 2 ms) read %d",
+	       SLOW_TOTAL, (long long)(derpc_now_ms() - t0), bs.got, bs.want, bs.worst_ms, burst,
+	       rs.frames);
+	derpc_close(&s);
+	derpc_close(&r);
+	EXPECT_EQ(bs.want, bs.got);
+	EXPECT_GE(FLOOD_MAX_RTT_MS, bs.worst_ms);
+	check_healthy(_metadata, e);
+}
+
+TEST_F_TIMEOUT(load, slow_reader_does_not_stall_sender, 90)
+{
+	slow_reader_run(_metadata, &self->e, 1);
+}
+
+/* R keeps up part of the time, so its socket is often writable */
+TEST_F_TIMEOUT(load, half_speed_reader_does_not_stall_sender, 90)
+{
+	slow_reader_run(_metadata, &self->e, 64);
 }
 
 #define CHURN_CONNS 5000
