@@ -351,6 +351,109 @@ TEST_F(relay, fast_start_has_no_101)
 	derpc_close(&c);
 }
 
+/* Upgrade with a hand-written request; the DERP handshake must then work. */
+static int upgrade_with(const struct derp_daemon *d, struct derpc *c, const char *req)
+{
+	struct derpc_opts o;
+	int err;
+
+	dd_opts(d, &o);
+	derpc_init(c, NULL);
+	err = derpc_dial(c, &o);
+	if (!err)
+		err = derpc_write_raw(c, req, strlen(req), WAIT_MS);
+	if (!err)
+		err = derpc_read_upgrade(c, WAIT_MS);
+	if (!err)
+		err = derpc_read_server_key(c, WAIT_MS);
+	if (!err)
+		err = derpc_send_client_info(c, NULL);
+	if (!err)
+		err = derpc_read_server_info(c, WAIT_MS);
+	return err;
+}
+
+TEST_F(relay, upgrade_header_variants)
+{
+	static const char *const reqs[] = {
+		/* the Upgrade value is matched case-insensitively */
+		"GET /derp HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: derp\r\n\r\n",
+		/* neither the method nor Connection is checked */
+		"POST /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nContent-Length: 0\r\n\r\n",
+		/* legacy clients said "websocket" but spoke raw DERP */
+		"GET /derp HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "
+		"websocket\r\n\r\n",
+		/* header names in any case, extra headers ignored */
+		"GET /derp HTTP/1.1\r\nhost: x\r\nUPGRADE: DERP\r\nconnection: upgrade\r\n"
+		"User-Agent: Go-http-client/1.1\r\nIdeal-Node: 900a\r\n\r\n",
+	};
+
+	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+		struct derpc c;
+		int err = upgrade_with(&self->d, &c, reqs[i]);
+
+		if (err)
+			TH_LOG("request %zu: %s", i, strerror(-err));
+		ASSERT_EQ(0, err);
+		ASSERT_EQ(101, c.http_status);
+		ASSERT_LE(0, dd_relay_once(&c, &self->a, WAIT_MS));
+		derpc_close(&c);
+	}
+}
+
+/*
+ * A client that already knows the server key writes the request, its
+ * ClientInfo and a packet in one go: the bytes behind the header
+ * terminator must reach the DERP parser (with and without fast start).
+ */
+static void everything_in_one_write(struct __test_metadata *_metadata, FIXTURE_DATA(relay) * self,
+				    bool fast)
+{
+	uint8_t buf[2048], pkt[64], got[128], src[DERP_KEY_LEN];
+	struct derpc_opts o;
+	struct derpc c;
+	size_t off, n = 0;
+	int ci;
+
+	dd_opts(&self->d, &o);
+	derpc_init(&c, NULL);
+	ASSERT_EQ(0, derpc_dial(&c, &o));
+	off = (size_t)snprintf((char *)buf, sizeof(buf),
+			       "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+			       "%sUpgrade: DERP\r\n\r\n",
+			       fast ? "Derp-Fast-Start: 1\r\n" : "");
+	ci = derpc_build_client_info(&c.key, self->a.server_pub, DERPC_CLIENT_INFO_JSON,
+				     buf + off + DERP_FRAME_HEADER_LEN, 512);
+	ASSERT_LT(0, ci);
+	derpc_put_header(buf + off, DERP_FRAME_CLIENT_INFO, (uint32_t)ci);
+	off += DERP_FRAME_HEADER_LEN + (size_t)ci;
+	randombytes_buf(pkt, sizeof(pkt));
+	derpc_put_header(buf + off, DERP_FRAME_SEND_PACKET, DERP_KEY_LEN + sizeof(pkt));
+	memcpy(buf + off + DERP_FRAME_HEADER_LEN, self->b.key.pub, DERP_KEY_LEN);
+	memcpy(buf + off + DERP_FRAME_HEADER_LEN + DERP_KEY_LEN, pkt, sizeof(pkt));
+	off += DERP_FRAME_HEADER_LEN + DERP_KEY_LEN + sizeof(pkt);
+	ASSERT_EQ(0, derpc_write_raw(&c, buf, off, WAIT_MS));
+	if (!fast)
+		ASSERT_EQ(0, derpc_read_upgrade(&c, WAIT_MS));
+	ASSERT_EQ(0, derpc_read_server_key(&c, WAIT_MS));
+	ASSERT_EQ(0, derpc_read_server_info(&c, WAIT_MS));
+	ASSERT_EQ(0, derpc_recv_packet(&self->b, src, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(sizeof(pkt), n);
+	ASSERT_EQ(0, memcmp(got, pkt, n));
+	ASSERT_EQ(0, memcmp(src, c.key.pub, DERP_KEY_LEN));
+	derpc_close(&c);
+}
+
+TEST_F(relay, request_and_client_info_in_one_write)
+{
+	everything_in_one_write(_metadata, self, false);
+}
+
+TEST_F(relay, fast_start_request_and_client_info_in_one_write)
+{
+	everything_in_one_write(_metadata, self, true);
+}
+
 /* ---- plain HTTP endpoints ---- */
 
 static int http_get(struct __test_metadata *_metadata, const struct derp_daemon *d,
