@@ -2,16 +2,20 @@
 # SPDX-License-Identifier: MIT
 #
 # test_interop.sh - Tailscale's own DERP client (tailscale.com/derp/derphttp,
-# built into $KDERP_OUTPUT/kderp-interop) against kderpd: once over plain
-# HTTP, once over TLS with a self-signed certificate for derp1.test (dialled
-# at 127.0.0.1), where it also checks TLS 1.3 fast start.
+# built into $KDERP_OUTPUT/kderp-interop) against kderpd: over plain HTTP,
+# over TLS 1.3 with a self-signed certificate for derp1.test (dialled at
+# 127.0.0.1), where it also checks fast start, and, if the server has
+# --tls-max, over TLS 1.2.
 #
 # Environment:
 #   KDERP_OUTPUT               build directory (exported by the Makefile)
 #   KDERP_INTEROP_DAEMON       server binary to test (default $KDERP_OUTPUT/kderpd;
 #                              Tailscale's derper takes the same flags)
-#   KDERP_INTEROP_DAEMON_ARGS  extra server flags (e.g. --verbose)
-#   KDERP_INTEROP_CASES        cases to run (default: all of them)
+#   KDERP_INTEROP_DAEMON_ARGS  extra server flags (e.g. --verbose); if they set
+#                              --tls-max, the TLS run uses that and there is no
+#                              separate TLS 1.2 run
+#   KDERP_INTEROP_CASES        cases to run on every transport (default: all)
+#   KDERP_INTEROP_TIMEOUT      seconds per case (default 20)
 set -u
 
 dir=$(cd "$(dirname "$0")" && pwd)
@@ -23,21 +27,40 @@ daemon=${KDERP_INTEROP_DAEMON:-$out/kderpd}
 read -r -a daemon_args <<<"${KDERP_INTEROP_DAEMON_ARGS:-}"
 interop=$out/kderp-interop
 host=derp1.test
-case_timeout=20s
+case_timeout=${KDERP_INTEROP_TIMEOUT:-20}
 
-read -r -a cases <<<"${KDERP_INTEROP_CASES:-sendrecv three ping peergone peergone-scope \
-nothere upgrade order bulk self dupkey reconnect many watch}"
-tls_only=(faststart untrusted)
-if [ -z "${KDERP_INTEROP_CASES:-}" ]; then
-	tls_cases=("${cases[@]}" "${tls_only[@]}")
-else
-	tls_cases=("${cases[@]}")
+why=
+if [ ! -x "$interop" ]; then
+	why="kderp-interop not built"
+	[ -s "$interop.skip" ] && why="kderp-interop not built: $(cat "$interop.skip")"
+elif [ ! -x "$daemon" ]; then
+	why="no server binary at $daemon"
 fi
-# After the client cases, each server must stop cleanly on SIGTERM (exit 0,
-# no sanitizer report in its log).
+
+# Who runs what. After its client cases, each server must stop cleanly on
+# SIGTERM (the "shutdown" case: exit 0, no sanitizer report in its log).
+tls_version=(-tls-version 1.3)
+tls12=no
+if [[ "${KDERP_INTEROP_DAEMON_ARGS:-}" == *tls-max* ]]; then
+	tls_version=()
+elif [ -z "$why" ] && "$daemon" --help 2>&1 | grep -q -- '-tls-max'; then
+	tls12=yes
+fi
+if [ -n "${KDERP_INTEROP_CASES:-}" ]; then
+	read -r -a cases <<<"$KDERP_INTEROP_CASES"
+	tls_cases=("${cases[@]}")
+	tls12_cases=("${cases[@]}")
+else
+	cases=(sendrecv three ping peergone peergone-scope nothere upgrade order bulk self dupkey
+		reconnect many watch)
+	tls_cases=("${cases[@]}" tlsversion faststart untrusted)
+	tls12_cases=("${cases[@]}" tlsversion untrusted)
+fi
 cases+=(shutdown)
 tls_cases+=(shutdown)
+tls12_cases+=(shutdown)
 total=$((${#cases[@]} + ${#tls_cases[@]}))
+[ "$tls12" = yes ] && total=$((total + ${#tls12_cases[@]}))
 
 tmp=$(mktemp -d)
 pids=()
@@ -69,13 +92,6 @@ fail_all() { # fail_all TRANSPORT REASON CASE...
 	done
 }
 
-why=
-if [ ! -x "$interop" ]; then
-	why="kderp-interop not built"
-	[ -s "$interop.skip" ] && why="kderp-interop not built: $(cat "$interop.skip")"
-elif [ ! -x "$daemon" ]; then
-	why="no server binary at $daemon"
-fi
 if [ -n "$why" ]; then
 	skip_all plain "$why" "${cases[@]}"
 	skip_all tls "$why" "${tls_cases[@]}"
@@ -165,7 +181,8 @@ run_cases() {
 			check_shutdown "$name" "$log" "$pid"
 			continue
 		fi
-		output=$(timeout 60 "$interop" -url "$url" -timeout "$case_timeout" \
+		output=$(timeout $((case_timeout + 40)) "$interop" -url "$url" \
+			-timeout "${case_timeout}s" \
 			-meshkey "$tmp/mesh.key" \
 			"${flags[@]}" "$c" 2>&1)
 		rc=$?
@@ -175,7 +192,7 @@ run_cases() {
 		0) ktap_pass "$name" ;;
 		4) ktap_skip "$name" "$(printf '%s\n' "$output" | sed -n 's/.*# SKIP //p' | head -n1)" ;;
 		*)
-			[ "$rc" -eq 124 ] && echo "# $c: kderp-interop killed after 60 s"
+			[ "$rc" -eq 124 ] && echo "# $c: kderp-interop killed after $((case_timeout + 40)) s"
 			printf '%s\n' "$output" | grep -v '^#\|^TAP version\|^1\.\.\|^ok \|^not ok ' |
 				sed 's/^/# /'
 			log_tail "$log"
@@ -197,24 +214,48 @@ else
 fi
 
 # TLS with a self-signed EC P-256 certificate for derp1.test.
+# --http-port=-1: no second listener on port 80, which another server on this
+# machine may hold.
+tls_args=(--certmode=manual --certdir "$tmp/certs" --hostname "$host" --http-port=-1)
+client_tls=(-ip 127.0.0.1 -ca "$tmp/certs/$host.crt")
+
+run_tls() { # run_tls TRANSPORT DAEMON_ARGS... -- CLIENT_FLAGS... -- CASE...
+	local transport=$1 dargs=()
+	shift
+	while [ "$1" != "--" ]; do
+		dargs+=("$1")
+		shift
+	done
+	shift
+	if start_daemon "$transport" "${tls_args[@]}" "${dargs[@]}"; then
+		run_cases "$transport" "$tmp/$transport.log" "$daemon_pid" \
+			"https://$host:$port/derp" "${client_tls[@]}" "$@"
+	else
+		while [ "$1" != "--" ]; do shift; done
+		shift
+		fail_all "$transport" "server did not start" "$@"
+	fi
+}
+
+tls_transports=(tls)
+[ "$tls12" = yes ] && tls_transports+=(tls12)
 mkdir -p "$tmp/certs"
 if ! command -v openssl >/dev/null; then
 	skip_all tls "no openssl CLI to make a certificate" "${tls_cases[@]}"
+	[ "$tls12" = yes ] && skip_all tls12 "no openssl CLI to make a certificate" \
+		"${tls12_cases[@]}"
 elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 	-days 2 -subj "/CN=$host" -addext "subjectAltName=DNS:$host" \
 	-addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=serverAuth" \
 	-keyout "$tmp/certs/$host.key" -out "$tmp/certs/$host.crt" >"$tmp/openssl.log" 2>&1; then
 	sed 's/^/# /' "$tmp/openssl.log"
 	fail_all tls "openssl could not make a certificate" "${tls_cases[@]}"
+	[ "$tls12" = yes ] && fail_all tls12 "openssl could not make a certificate" \
+		"${tls12_cases[@]}"
 else
-	# --http-port=-1: no second listener on port 80, which another server
-	# on this machine may hold.
-	if start_daemon tls --certmode=manual --certdir "$tmp/certs" --hostname "$host" \
-		--http-port=-1; then
-		run_cases tls "$tmp/tls.log" "$daemon_pid" "https://$host:$port/derp" \
-			-ip 127.0.0.1 -ca "$tmp/certs/$host.crt" -- "${tls_cases[@]}"
-	else
-		fail_all tls "server did not start" "${tls_cases[@]}"
+	run_tls tls -- "${tls_version[@]}" -- "${tls_cases[@]}"
+	if [ "$tls12" = yes ]; then
+		run_tls tls12 --tls-max=1.2 -- -tls-version 1.2 -- "${tls12_cases[@]}"
 	fi
 fi
 

@@ -60,6 +60,8 @@ var cases = []testCase{
 	{"many", "16 clients all to all for 10 rounds", caseMany},
 	{"watch", "mesh watcher sees PeerPresent/PeerGone; non-mesh watcher is cut (-meshkey)",
 		caseWatch},
+	{"tlsversion", "the TLS version is the one given by -tls-version (TLS only)",
+		caseTLSVersion},
 	{"faststart", "TLS 1.3 meta cert and Derp-Fast-Start: 1 (TLS only)", caseFastStart},
 	{"untrusted", "a client that does not trust the cert cannot connect (TLS only)",
 		caseUntrusted},
@@ -73,6 +75,7 @@ type env struct {
 	logf    func(format string, args ...any)
 	netMon  *netmon.Monitor
 	meshKey key.DERPMesh  // the server's mesh key, for the watch case
+	tlsVer  uint16        // expected TLS version, 0 = not checked
 	packets int           // packet count for the order case
 	window  int           // packets in flight in the order case, 0 = unlimited
 	caseTO  time.Duration // per case timeout
@@ -161,6 +164,7 @@ func main() {
 	rawURL := flag.String("url", "", "DERP URL, http://IP:PORT/derp or https://NAME:PORT/derp")
 	ip := flag.String("ip", "", "IPv4 address to dial instead of resolving the URL host")
 	ca := flag.String("ca", "", "PEM file with the certificate (or CA) to trust for TLS")
+	tlsVer := flag.String("tls-version", "", "TLS version the server must negotiate: 1.2 or 1.3")
 	meshFile := flag.String("meshkey", "", "file with the server's mesh key (64 hex digits)")
 	timeout := flag.Duration("timeout", 20*time.Second, "timeout of each case")
 	packets := flag.Int("packets", 10000, "number of packets in the order case")
@@ -210,6 +214,16 @@ func main() {
 			fmt.Fprintf(os.Stderr, "kderp-interop: -meshkey: %v\n", err)
 			os.Exit(2)
 		}
+	}
+	switch *tlsVer {
+	case "":
+	case "1.2":
+		e.tlsVer = tls.VersionTLS12
+	case "1.3":
+		e.tlsVer = tls.VersionTLS13
+	default:
+		fmt.Fprintf(os.Stderr, "kderp-interop: -tls-version must be 1.2 or 1.3\n")
+		os.Exit(2)
 	}
 	if e.tls() && e.roots == nil {
 		fmt.Fprintf(os.Stderr, "kderp-interop: https needs -ca\n")

@@ -255,6 +255,34 @@ func caseFastStart(ctx context.Context, e *env) error {
 	return f.expectPacket(ctx, &peer{name: "fast-start client", pub: priv.Public()}, data)
 }
 
+// caseTLSVersion: derphttp negotiates the expected TLS version and the
+// connection carries a packet.
+func caseTLSVersion(ctx context.Context, e *env) error {
+	if !e.tls() {
+		return errSkip{"no TLS"}
+	}
+	if e.tlsVer == 0 {
+		return errSkip{"no -tls-version"}
+	}
+	ps, err := connectPeers(ctx, e, "A", "B")
+	if err != nil {
+		return err
+	}
+	defer closeAll(ps)
+	for _, p := range ps {
+		cs, ok := p.c.TLSConnectionState()
+		if !ok || cs == nil {
+			return fmt.Errorf("%s: derphttp reports no TLS connection state", p.name)
+		}
+		if cs.Version != e.tlsVer {
+			return fmt.Errorf("%s: negotiated %s, want %s", p.name,
+				tls.VersionName(cs.Version), tls.VersionName(e.tlsVer))
+		}
+	}
+	fmt.Printf("# tlsversion: %s\n", tls.VersionName(e.tlsVer))
+	return exchange(ctx, ps[0], ps[1])
+}
+
 // caseUntrusted: a client that trusts another certificate for the same name
 // must fail the TLS handshake (the other cases do not just skip
 // verification).
