@@ -127,23 +127,38 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	})
 
 /*
- * Sum of the UDP datagram from @udp to @data_end, at most @max bytes; an odd
+ * One's complement sum (memory order, not folded to 16 bits) of the UDP
+ * datagram at @udp_off to the end of the frame, at most @max bytes; an odd
  * last byte counts as the high byte of a zero-padded word.
+ *
+ * A global function: the verifier checks it once, on its own, instead of
+ * walking the rest of the program from every iteration of the loop for each
+ * caller (this keeps loading fast, also on slow machines).
  */
-static __always_inline __u64 sum_udp(const void *udp, const void *data_end, int max)
+__noinline int kderp_udp_sum(struct xdp_md *ctx, __u32 udp_off, __u32 max)
 {
-	const __u16 *p = udp;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	const __u16 *p;
 	__u64 sum = 0;
 
-	for (int i = 0; i < max / 2; i++) {
-		if ((const void *)(p + 1) > data_end)
+	if (udp_off > 64)
+		return 0;
+	p = data + udp_off;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < UDP_CSUM_MAX_V4 / 2; i++) {
+		if (i >= (int)(max / 2) || (const void *)(p + 1) > data_end)
 			break;
 		sum += *p;
 		p++;
 	}
 	if ((const void *)p + 1 <= data_end && (const void *)p + 2 > data_end)
 		sum += *(const __u8 *)p;
-	return sum;
+	/* fold to 17 bits at most so it fits the int return value */
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (int)sum;
 }
 
 static __always_inline __u64 pseudo4(const struct iphdr *ip, __be16 udp_len)
@@ -346,9 +361,11 @@ static __always_inline int stun_handle(struct xdp_md *ctx, struct verdict *v)
 
 		/* a scalar flag, not pointer tests: the verifier follows scalars */
 		if (is_v4)
-			sum = pseudo4(ip, udp->len) + sum_udp(udp, data_end, UDP_CSUM_MAX_V4);
+			sum = pseudo4(ip, udp->len) +
+				(__u32)kderp_udp_sum(ctx, (void *)udp - data, UDP_CSUM_MAX_V4);
 		else
-			sum = pseudo6(ip6, udp->len) + sum_udp(udp, data_end, UDP_CSUM_MAX_V6);
+			sum = pseudo6(ip6, udp->len) +
+				(__u32)kderp_udp_sum(ctx, (void *)udp - data, UDP_CSUM_MAX_V6);
 		if (csum_fold(sum) != 0) {
 			v->end = KDERP_STUN_END_INVALID_UDP_CSUM;
 			return XDP_PASS;
