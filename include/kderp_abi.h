@@ -321,4 +321,12 @@ KDERP_ABI_OFF(struct kderp_worker_stats, rtt, 512);
 KDERP_ABI_ASSERT(KDERP_NR_COUNTERS <= 32, "kderp_worker_stats.c too small");
 KDERP_ABI_ASSERT(KDERP_NR_KINDS == 2, "drop kinds");
 
+/*
+ * The daemon's control socket: an abstract unix stream socket named
+ * KDERP_CTL_PREFIX + the pin directory (no trailing slash), root only. One
+ * request line, one reply line: "ping" -> "ok PID"; "close-peer HEX64" ->
+ * "ok N" (N connections asked to close); errors -> "err TEXT".
+ */
+#define KDERP_CTL_PREFIX "kderpd-ctl:"
+
 #endif /* KDERP_ABI_H */

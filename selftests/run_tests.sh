@@ -14,6 +14,7 @@
 # Environment:
 #   KDERP_TEST_TIMEOUT  per-program timeout in seconds (default 600)
 #   KDERP_TEST_FILTER   only run programs whose path contains this string
+#   KDERP_BPFFS_BASE    parent of the daemons' pin directories (default: one per run)
 set -u
 
 timeout_s=${KDERP_TEST_TIMEOUT:-600}
@@ -35,7 +36,17 @@ fail=0
 skip=0
 i=0
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+# Each kderpd a test starts pins its state maps in a directory of its own
+# under one directory for this run (kderpd: KDERP_BPFFS_BASE/kderpd-PID when
+# --bpffs-dir is left at its default), so daemons never share one, runs side
+# by side never meet, and whatever a crashed daemon leaves is removed here.
+# bpffs names may not contain dots.
+own_pins=
+if [ -z "${KDERP_BPFFS_BASE:-}" ]; then
+	export KDERP_BPFFS_BASE=/sys/fs/bpf/kderp-test-$$
+	own_pins=$KDERP_BPFFS_BASE
+fi
+trap 'rm -f "$tmp"; if [ -n "$own_pins" ]; then rm -rf "$own_pins"; fi' EXIT
 
 for t in "${progs[@]}"; do
 	i=$((i + 1))

@@ -33,6 +33,7 @@ struct config {
 	const char *debug_allow;
 	const char *xdp_iface;
 	const char *bpffs_dir;
+	bool varz_peers; /* per-peer series in /debug/varz */
 	/* Derived. */
 	bool tls;
 	char listen_host[256];

@@ -97,6 +97,7 @@ static struct flag flags[] = {
 	{"xdp-iface", FLAG_STRING, &cfg.xdp_iface,
 	 "interfaces for the XDP STUN responder: IFACE[,IFACE...] or \"auto\""},
 	{"bpffs-dir", FLAG_STRING, &cfg.bpffs_dir, "bpffs directory for pinned maps"},
+	{"varz-peers", FLAG_BOOL, &cfg.varz_peers, "per-peer counters in /debug/varz (kderp)"},
 	{"acme-ip-certs", FLAG_BOOL, &acme_ip_certs, "LetsEncrypt IP certs (not supported)"},
 	{"ace", FLAG_BOOL, &ace, "embedded CONNECT proxy (not supported)"},
 	{"accept-connection-limit", FLAG_FLOAT, &accept_limit,

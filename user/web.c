@@ -14,6 +14,7 @@
 #include "http.h"
 #include "log.h"
 #include "server.h"
+#include "statemap.h"
 #include "tls.h"
 #include "util.h"
 #include "web.h"
@@ -227,6 +228,60 @@ static long rss_bytes(void)
 	return rss * sysconf(_SC_PAGESIZE);
 }
 
+/*
+ * The state plane: where the counters live, totals of closed connections,
+ * and (--varz-peers) one series per connected key, from the same per-slot
+ * counters kderpctl reads.
+ */
+static void varz_state(struct server *s, struct strbuf *b)
+{
+	static const char *const names[4] = {"packets_in", "bytes_in", "packets_out", "bytes_out"};
+	const struct kderp_peer_stats *closed = statemap_closed_totals();
+
+	sb_printf(b,
+		  "# HELP kderp_state_bpf 1 when counters live in pinned BPF maps\n"
+		  "# TYPE kderp_state_bpf gauge\nkderp_state_bpf %d\n",
+		  statemap_bpf_active() ? 1 : 0);
+	if (closed) {
+		const uint64_t v[4] = {STAT_READ(closed->pkts_in), STAT_READ(closed->bytes_in),
+				       STAT_READ(closed->pkts_out), STAT_READ(closed->bytes_out)};
+
+		for (int i = 0; i < 4; i++)
+			sb_printf(b,
+				  "# TYPE kderp_closed_conns_%s counter\n"
+				  "kderp_closed_conns_%s %llu\n",
+				  names[i], names[i], (unsigned long long)v[i]);
+	}
+	if (!s->cfg || !s->cfg->varz_peers)
+		return;
+	for (int i = 0; i < 4; i++)
+		sb_printf(b, "# TYPE kderp_peer_%s counter\n", names[i]);
+	sb_printf(b, "# TYPE kderp_peer_drops counter\n");
+	pthread_rwlock_rdlock(&s->lock);
+	for (uint32_t t = 0; t < s->table_cap; t++) {
+		const struct peer *p = s->table[t];
+
+		for (unsigned j = 0; p && j < p->nconns; j++) {
+			const struct conn *c = p->conns[j];
+			const struct kderp_peer_stats *st =
+				__atomic_load_n(&c->st, __ATOMIC_ACQUIRE);
+			const uint64_t v[4] = {STAT_READ(st->pkts_in), STAT_READ(st->bytes_in),
+					       STAT_READ(st->pkts_out), STAT_READ(st->bytes_out)};
+			char hex[17];
+
+			hex_encode(hex, p->key, 8);
+			for (int k = 0; k < 4; k++)
+				sb_printf(b, "kderp_peer_%s{peer=\"%s\",conn=\"%llu\"} %llu\n",
+					  names[k], hex, (unsigned long long)c->id,
+					  (unsigned long long)v[k]);
+			sb_printf(b, "kderp_peer_drops{peer=\"%s\",conn=\"%llu\"} %llu\n", hex,
+				  (unsigned long long)c->id,
+				  (unsigned long long)STAT_READ(st->drops));
+		}
+	}
+	pthread_rwlock_unlock(&s->lock);
+}
+
 char *web_varz(struct server *s, size_t *len)
 {
 	static const char *const rtt_names[NRTT_BUCKETS] = {
@@ -252,7 +307,10 @@ char *web_varz(struct server *s, size_t *len)
 	sb_printf(&b, "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n", count_fds());
 	sb_printf(&b, "# TYPE derp_accepts counter\nderp_accepts %llu\n",
 		  (unsigned long long)st.c[CTR_ACCEPTS]);
-	sb_printf(&b, "derp_average_queue_duration_ms %f\n", avgq);
+	sb_printf(&b,
+		  "# TYPE derp_average_queue_duration_ms gauge\n"
+		  "derp_average_queue_duration_ms %f\n",
+		  avgq);
 	sb_printf(&b, "# TYPE derp_bytes_dropped counter\n");
 	sb_printf(&b, "# HELP derp_bytes_dropped DERP bytes dropped by reason and by kind\n");
 	for (int r = 0; r < NDROP_REASONS; r++)
@@ -321,6 +379,7 @@ char *web_varz(struct server *s, size_t *len)
 		if (n > 0)
 			sb_printf(&b, "%.*s", n < (int)sizeof(ext) ? n : (int)sizeof(ext) - 1, ext);
 	}
+	varz_state(s, &b);
 	sb_printf(&b, "# TYPE uptime_sec counter\nuptime_sec %llu\n",
 		  (unsigned long long)((now_ns() - s->start_ns) / NSEC_PER_SEC));
 	if (b.oom) {

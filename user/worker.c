@@ -94,8 +94,12 @@ static void count_drop(struct worker *w, struct conn *dst, struct pkt *p, enum d
 
 	STAT_ADD(w->stats->drop_pkts[r][k], 1);
 	STAT_ADD(w->stats->drop_bytes[r][k], payload);
-	if (dst)
-		__atomic_fetch_add(&dst->st->drops, 1, __ATOMIC_RELAXED);
+	if (dst) {
+		struct peer_stats *st = __atomic_load_n(&dst->st, __ATOMIC_ACQUIRE);
+
+		__atomic_fetch_add(&st->drops, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&st->drops_reason[r], 1, __ATOMIC_RELAXED);
+	}
 }
 
 /* Ask dst's owner to flush it. Cheap when a flush is already pending. */
