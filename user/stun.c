@@ -462,17 +462,25 @@ static int open_socket(const char *host, int port, int *fd_out)
 					  .sin_addr.s_addr = htonl(INADDR_ANY)};
 
 		fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		ret = fd < 0 ? -errno : 0;
 		if (fd >= 0) {
 			/* one dual-stack socket serves IPv4 and IPv6 */
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 			ret = bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) ? -errno : 0;
-		} else {
-			/* no IPv6 on this host: IPv4 only */
+			if (ret == -EADDRNOTAVAIL || ret == -EAFNOSUPPORT) {
+				close(fd);
+				fd = -1;
+			}
+		}
+		if (fd < 0 && (ret == -EAFNOSUPPORT || ret == -EADDRNOTAVAIL)) {
+			/* no IPv6 on this host (or disabled): IPv4 only */
 			fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 			if (fd < 0)
 				return -errno;
 			ret = bind(fd, (struct sockaddr *)&sin, sizeof(sin)) ? -errno : 0;
 		}
+		if (fd < 0)
+			return ret;
 	}
 	if (ret) {
 		close(fd);
