@@ -7,7 +7,7 @@
  * else kderpd next to the selftests directory the test runs from. It runs on a free 127.0.0.1 port with a key file and
  * a stderr log in a fresh temporary directory:
  *
- *   SERVER -a 127.0.0.1:PORT -c DIR/key --stun=false [extra args]
+ *   SERVER -a 127.0.0.1:PORT -c DIR/key --stun=false [--bpffs-dir=...] [extra args]
  *
  * Include after harness.h and derpc.h.
  */
@@ -38,6 +38,7 @@ struct derp_daemon {
 	char log_path[240];
 	char key_path[240];
 	char crt_path[240]; /* TLS: the server's self-signed cert, to trust */
+	char bpffs[200]; /* kderpd's pin directory, private to this instance */
 	char bin[512];
 };
 
@@ -101,7 +102,8 @@ static inline int dd_find_bin(struct derp_daemon *d)
  */
 static inline int dd_start(struct derp_daemon *d, const char *const *extra)
 {
-	char addr[32], certdir[220];
+	char addr[32], certdir[220], bpffs_arg[240];
+	const char *slash;
 	const char *argv[40];
 	const char *tmp;
 	int n = 0, err;
@@ -129,6 +131,20 @@ static inline int dd_start(struct derp_daemon *d, const char *const *extra)
 	argv[n++] = "-c";
 	argv[n++] = d->key_path;
 	argv[n++] = "--stun=false";
+	/*
+	 * kderpd pins its state maps in one bpffs directory and refuses to
+	 * share it with another running instance: give each server its own
+	 * (a derper has no such flag).
+	 */
+	slash = strrchr(d->bin, '/');
+	if (!strcmp(slash ? slash + 1 : d->bin, "kderpd")) {
+		tmp = getenv("KDERP_BPFFS_DIR");
+		snprintf(d->bpffs, sizeof(d->bpffs), "%s-test-%u",
+			 tmp && *tmp && strlen(tmp) < 150 ? tmp : "/sys/fs/bpf/kderp", d->port);
+		snprintf(bpffs_arg, sizeof(bpffs_arg), "--bpffs-dir=%s", d->bpffs);
+		argv[n++] = bpffs_arg;
+	}
+
 	if (d->tls) {
 		snprintf(certdir, sizeof(certdir), "--certdir=%s", d->dir);
 		snprintf(d->crt_path, sizeof(d->crt_path), "%s/127.0.0.1.crt", d->dir);
@@ -219,6 +235,23 @@ static inline void dd_stop(struct derp_daemon *d)
 			waitpid(d->pid, &st, 0);
 			d->pid = 0;
 		}
+	}
+	if (d->bpffs[0]) {
+		/* a clean exit removes the pins; a killed server leaves them */
+		DIR *dir = opendir(d->bpffs);
+		struct dirent *de;
+		char p[512];
+
+		while (dir && (de = readdir(dir))) {
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", d->bpffs, de->d_name);
+			unlink(p);
+		}
+		if (dir)
+			closedir(dir);
+		rmdir(d->bpffs);
+		d->bpffs[0] = 0;
 	}
 	if (d->dir[0]) {
 		char p[260];

@@ -454,6 +454,176 @@ TEST_F(relay, fast_start_request_and_client_info_in_one_write)
 	everything_in_one_write(_metadata, self, true);
 }
 
+/* Wait for one packet from src with the given first byte; others are skipped. */
+static int recv_tagged(struct derpc *c, const uint8_t src[DERP_KEY_LEN], uint8_t tag,
+		       int timeout_ms)
+{
+	int64_t deadline = derpc_now_ms() + timeout_ms;
+	uint8_t got[64], from[DERP_KEY_LEN];
+
+	for (;;) {
+		int64_t left = deadline - derpc_now_ms();
+		size_t n = 0;
+		int err;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		err = derpc_recv_packet(c, from, got, sizeof(got), &n, (int)left);
+		if (err)
+			return err;
+		if (n && got[0] == tag && !memcmp(from, src, DERP_KEY_LEN))
+			return 0;
+	}
+}
+
+/* No packet with that tag shows up on c within ms. */
+static bool silent_for(struct derpc *c, uint8_t tag, int ms)
+{
+	int64_t deadline = derpc_now_ms() + ms;
+	uint8_t got[64];
+
+	for (;;) {
+		int64_t left = deadline - derpc_now_ms();
+		size_t n = 0;
+
+		if (left <= 0)
+			return true;
+		if (derpc_recv_packet(c, NULL, got, sizeof(got), &n, (int)left))
+			return true;
+		if (n && got[0] == tag)
+			return false;
+	}
+}
+
+TEST_F(relay, duplicate_key_last_active_wins)
+{
+	struct derpc_opts o;
+	struct derpc a2, a3;
+	uint8_t pkt[32] = {0};
+	uint8_t ping[8] = {0};
+	uint8_t got[64];
+	size_t n;
+
+	/* a second and third connection with A's key */
+	dd_opts(&self->d, &o);
+	derpc_init(&a2, &self->a.key);
+	derpc_init(&a3, &self->a.key);
+	ASSERT_EQ(0, derpc_connect(&a2, &o));
+	ASSERT_EQ(0, derpc_connect(&a3, &o));
+	/* the newest (a3) gets B's packets */
+	pkt[0] = 1;
+	ASSERT_EQ(0, derpc_send_packet(&self->b, self->a.key.pub, pkt, sizeof(pkt)));
+	ASSERT_EQ(0, recv_tagged(&a3, self->b.key.pub, 1, WAIT_MS));
+	/* any frame from a2 makes it the active one */
+	ASSERT_EQ(0, derpc_ping(&a2, ping));
+	ASSERT_EQ(0, recv_type(&a2, DERP_FRAME_PONG, got, sizeof(got), &n, WAIT_MS));
+	pkt[0] = 2;
+	ASSERT_EQ(0, derpc_send_packet(&self->b, self->a.key.pub, pkt, sizeof(pkt)));
+	ASSERT_EQ(0, recv_tagged(&a2, self->b.key.pub, 2, WAIT_MS));
+	ASSERT_TRUE(silent_for(&a3, 2, 200));
+	/* a2 leaves: delivery falls back to a remaining connection; no PeerGone(A) */
+	derpc_close(&a2);
+	usleep(100000);
+	pkt[0] = 3;
+	ASSERT_EQ(0, derpc_send_packet(&self->a, self->b.key.pub, pkt, sizeof(pkt)));
+	ASSERT_EQ(0, recv_tagged(&self->b, self->a.key.pub, 3, WAIT_MS));
+	pkt[0] = 4;
+	ASSERT_EQ(0, derpc_ping(&a3, ping));
+	ASSERT_EQ(0, recv_type(&a3, DERP_FRAME_PONG, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(0, derpc_send_packet(&self->b, self->a.key.pub, pkt, sizeof(pkt)));
+	ASSERT_EQ(0, recv_tagged(&a3, self->b.key.pub, 4, WAIT_MS));
+	derpc_close(&a3);
+	/* B heard from A, but A is still connected (self->a): no PeerGone */
+	for (;;) {
+		uint8_t type;
+		int err = derpc_recv_frame(&self->b, &type, got, sizeof(got), &n, 300);
+
+		if (err == -ETIMEDOUT)
+			break;
+		ASSERT_EQ(0, err);
+		ASSERT_NE(DERP_FRAME_PEER_GONE, type);
+	}
+}
+
+TEST_F(relay, send_to_self_is_delivered)
+{
+	ASSERT_LE(0, dd_relay_once(&self->a, &self->a, WAIT_MS));
+}
+
+TEST_F(relay, not_here_is_rate_limited)
+{
+	uint8_t disco[DERP_DISCO_MIN_LEN], got[64];
+	int64_t deadline;
+	int gone = 0;
+
+	/* 8 disco packets to unknown keys at once: a burst of 3 answers */
+	for (int i = 0; i < 8; i++) {
+		struct derpc_keypair k;
+
+		derpc_keygen(&k);
+		derpc_fill_disco(disco, sizeof(disco));
+		ASSERT_EQ(0, derpc_send_packet(&self->a, k.pub, disco, sizeof(disco)));
+	}
+	deadline = derpc_now_ms() + 700;
+	for (;;) {
+		int64_t left = deadline - derpc_now_ms();
+		uint8_t type;
+		size_t n = 0;
+		int err;
+
+		if (left <= 0)
+			break;
+		err = derpc_recv_frame(&self->a, &type, got, sizeof(got), &n, (int)left);
+		if (err == -ETIMEDOUT)
+			break;
+		ASSERT_EQ(0, err);
+		if (type == DERP_FRAME_PEER_GONE && got[DERP_KEY_LEN] == DERP_PEER_GONE_NOT_HERE)
+			gone++;
+	}
+	TH_LOG("%d NotHere for 8 disco packets", gone);
+	ASSERT_EQ(3, gone);
+}
+
+TEST_F(relay, packets_arrive_in_order)
+{
+	uint8_t pkt[1000], got[1100], src[DERP_KEY_LEN];
+	uint32_t next = 0, seen = 0;
+	int64_t deadline;
+
+	memset(pkt, 0x77, sizeof(pkt));
+	for (uint32_t i = 0; i < 2000; i++) {
+		memcpy(pkt, &i, sizeof(i));
+		ASSERT_EQ(0, derpc_send_packet(&self->a, self->b.key.pub, pkt, sizeof(pkt)));
+		/* B drains as we go so queues stay short */
+		for (;;) {
+			size_t n = 0;
+			uint32_t seq;
+
+			if (derpc_recv_packet(&self->b, src, got, sizeof(got), &n, 0))
+				break;
+			memcpy(&seq, got, sizeof(seq));
+			ASSERT_LE(next, seq);
+			next = seq + 1;
+			seen++;
+		}
+	}
+	deadline = derpc_now_ms() + WAIT_MS;
+	while (next < 2000 && derpc_now_ms() < deadline) {
+		size_t n = 0;
+		uint32_t seq;
+
+		if (derpc_recv_packet(&self->b, src, got, sizeof(got), &n, 500))
+			break;
+		memcpy(&seq, got, sizeof(seq));
+		ASSERT_LE(next, seq);
+		next = seq + 1;
+		seen++;
+	}
+	/* derper may drop the oldest queued packets, never reorder or lose the newest */
+	TH_LOG("B saw %u of 2000, in order", seen);
+	ASSERT_EQ(2000, next);
+}
+
 /* ---- plain HTTP endpoints ---- */
 
 static int http_get(struct __test_metadata *_metadata, const struct derp_daemon *d,
