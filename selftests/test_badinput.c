@@ -831,6 +831,40 @@ TEST_F_TIMEOUT(load, half_speed_reader_does_not_stall_sender, 90)
 	slow_reader_run(_metadata, &self->e, 64);
 }
 
+#define BIG_UNKNOWN (16u << 20)
+
+/*
+ * Unknown frame types have no size limit: a 16 MiB one must be skipped as
+ * it streams in, not buffered, and the connection stays usable.
+ */
+TEST_F_TIMEOUT(load, huge_unknown_frame_is_skipped, 60)
+{
+	struct env *e = &self->e;
+	uint8_t hdr[DERP_FRAME_HEADER_LEN], chunk[64 << 10];
+	long rss0, peak = 0;
+	struct derpc x;
+
+	ASSERT_EQ(0, dd_connect(&e->d, &x));
+	rss0 = dd_rss_kb(&e->d);
+	ASSERT_LT(0, rss0);
+	memset(chunk, 0xee, sizeof(chunk));
+	derpc_put_header(hdr, 0x30, BIG_UNKNOWN);
+	ASSERT_EQ(0, derpc_write_raw(&x, hdr, sizeof(hdr), 2000));
+	for (size_t sent = 0; sent < BIG_UNKNOWN; sent += sizeof(chunk)) {
+		long rss;
+
+		ASSERT_EQ(0, derpc_write_raw(&x, chunk, sizeof(chunk), 5000));
+		rss = dd_rss_kb(&e->d);
+		if (rss > peak)
+			peak = rss;
+	}
+	ASSERT_LE(0, dd_relay_once(&x, &e->b, RELAY_DEADLINE_MS));
+	TH_LOG("16 MiB unknown frame: RSS %ld kB, peak %ld kB (+%ld)", rss0, peak, peak - rss0);
+	EXPECT_GT(4096, peak - rss0);
+	derpc_close(&x);
+	check_healthy(_metadata, e);
+}
+
 #define CHURN_CONNS 5000
 #define CHURN_WINDOW 32
 
