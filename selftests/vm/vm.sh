@@ -318,7 +318,7 @@ pick_accel() {
 	local accel=tcg
 	qemu_args kvm "$vmlinuz" "$probe" /dev/null "$vmdir/probe.out"
 	timeout -k 2 20 "$qemu" "${QARGS[@]}" -append "console=ttyS0 quiet panic=-1" \
-		</dev/null >/dev/null 2>&1
+		</dev/null >/dev/null 2>&1 9>&-
 	grep -q KDERP-VM-PROBE-OK "$vmdir/probe.out" 2>/dev/null && accel=kvm
 	printf '%s\n%s\n' "$accel" "$key" >"$cache"
 	rm -rf "$pst" "$probe" "$vmdir/probe.out"
@@ -394,9 +394,15 @@ run_kernel() {
 	rm -f "$console" "$res"
 	t0=$(now)
 	qemu_args "$accel" "$vmlinuz" "$initrd" "$console" "$res"
-	timeout -k 5 "$timeout_vm" "$qemu" "${QARGS[@]}" -append "console=ttyS0 quiet panic=-1 kderp.timeout=$timeout_test" \
-		</dev/null >"$vmdir/qemu-$kname.log" 2>&1
+	# In the background so a signal to this script can stop the guest; fd 9
+	# (the lock) is not inherited, so a stray guest cannot hold it.
+	timeout -k 5 "$timeout_vm" "$qemu" "${QARGS[@]}" \
+		-append "console=ttyS0 quiet panic=-1 kderp.timeout=$timeout_test" \
+		</dev/null >"$vmdir/qemu-$kname.log" 2>&1 9>&- &
+	qemu_pid=$!
+	wait "$qemu_pid"
 	qrc=$?
+	qemu_pid=
 	t_boot=$(since "$t0")
 	touch "$res" "$console"
 	# The guest's ttys turn \n into \r\n.
@@ -427,6 +433,12 @@ run_kernel() {
 	report "$kname" "$res" "$qrc"
 }
 
+qemu_pid=
+stop_guest() {
+	[ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+	qemu_pid=
+}
+
 # --- main ----------------------------------------------------------------------
 
 main() {
@@ -444,6 +456,7 @@ main() {
 		fi
 	done
 	mkdir -p "$vmdir"
+	trap 'stop_guest; exit 1' INT TERM HUP
 	exec 9>"$vmdir/.lock"
 	if ! flock -w 900 9; then
 		ktap fail vm "another vm.sh holds $vmdir/.lock"
@@ -469,7 +482,7 @@ main() {
 		exec "$qemu" -accel "$(pick_accel "$vmlinuz")" -m "$mem" -smp "$smp" -nographic \
 			-no-reboot -nic none -kernel "$vmlinuz" -initrd "$vmdir/initrd-shell.cpio.gz" \
 			-serial mon:stdio -serial "file:$vmdir/results-shell.log" \
-			-append "console=ttyS0 panic=-1 kderp.shell=1"
+			-append "console=ttyS0 panic=-1 kderp.shell=1" 9>&-
 	fi
 
 	for k in "${specs[@]}"; do
