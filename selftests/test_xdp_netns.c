@@ -25,6 +25,8 @@
 
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
+#include <linux/udp.h>
+#include <zlib.h>
 
 #include "harness.h"
 #include "stun.h"
@@ -479,6 +481,139 @@ TEST_TIMEOUT(reattach_after_interface_returns, 60)
 	close(fd);
 	ASSERT_EQ(0, enter(e->fd_srv));
 	kderp_xdp_detach(x);
+	env_down(e);
+}
+
+/* A valid request of @total bytes: SOFTWARE first, a padding attribute, FINGERPRINT. */
+static size_t big_request(uint8_t *m, size_t total, const uint8_t txid[12])
+{
+	size_t pad = total - 40 - 4;
+	uint32_t fp;
+
+	kderp_stun_build_request(m, 40, txid);
+	/* move FINGERPRINT behind a padding attribute (type 0x8030, optional) */
+	m[32] = 0x80;
+	m[33] = 0x30;
+	m[34] = (uint8_t)(pad >> 8);
+	m[35] = (uint8_t)pad;
+	memset(m + 36, 0xab, pad);
+	m[36 + pad] = 0x80;
+	m[37 + pad] = 0x28;
+	m[38 + pad] = 0;
+	m[39 + pad] = 4;
+	m[2] = (uint8_t)((total - 20) >> 8);
+	m[3] = (uint8_t)(total - 20);
+	fp = (uint32_t)crc32(0, m, (uInt)(total - 8)) ^ 0x5354554eu;
+	m[total - 4] = fp >> 24;
+	m[total - 3] = fp >> 16;
+	m[total - 2] = fp >> 8;
+	m[total - 1] = fp;
+	return total;
+}
+
+/* Wait (bounded) until the userspace server counted @success replies. */
+static uint64_t user_success(struct kderp_stun *s, uint64_t want)
+{
+	struct kderp_stun_counts c;
+
+	counts_at_least(s, &c, 0, want);
+	return c.success;
+}
+
+/*
+ * What XDP must leave to the kernel, end to end: fragments (IPv4 and IPv6)
+ * and IPv4 options reach the userspace server and are answered there; a zero
+ * UDP checksum is fine on IPv4 (XDP answers) and not on IPv6 (XDP passes it
+ * as invalid_udp_csum and the kernel drops it: no answer at all).
+ */
+TEST_TIMEOUT(bad_input_end_to_end, 60)
+{
+	uint8_t txid[12] = {0xb0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+	uint8_t big[2000], req[40], reply[256];
+	static const uint8_t nops[4] = {1, 1, 1, 0};
+	struct sockaddr_storage from, mapped, me;
+	struct env env = {0}, *e = &env;
+	struct kderp_stun *stun;
+	struct kderp_xdp *x;
+	char ifspec[64];
+	socklen_t ml;
+	int fd, one = 1;
+	ssize_t n;
+
+	if (geteuid() != 0)
+		SKIP(return, "needs root (network namespaces, XDP)");
+	if (sh("ip -V >/dev/null 2>&1"))
+		SKIP(return, "needs iproute2");
+	ASSERT_EQ(0, env_up(e));
+	ASSERT_EQ(0, enter(e->fd_srv));
+	stun = kderp_stun_start("", STUN_PORT);
+	snprintf(ifspec, sizeof(ifspec), "%s:generic", e->if_srv);
+	x = kderp_xdp_attach(ifspec, "", STUN_PORT);
+	enter(e->fd_orig);
+	ASSERT_NE(NULL, stun);
+	ASSERT_NE(NULL, x);
+	big_request(big, sizeof(big), txid);
+	ASSERT_EQ(0, kderp_stun_parse_request(big, sizeof(big), NULL));
+	kderp_stun_build_request(req, sizeof(req), txid);
+
+	/* IPv4 fragments: passed by XDP, reassembled, answered by user space */
+	fd = client_socket(e, CLI4);
+	ASSERT_LE(0, fd);
+	n = exchange(fd, SRV4, big, sizeof(big), reply, sizeof(reply), &from, 5, 1000);
+	ASSERT_EQ(32, n);
+	ASSERT_EQ(0, kderp_stun_parse_response(reply, n, txid, &mapped));
+	ASSERT_EQ(1, user_success(stun, 1));
+	ASSERT_EQ(0,
+		  xdp_slot(x, KDERP_STUN_AF_IPV4, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
+	ASSERT_LE(2,
+		  xdp_slot(x, KDERP_STUN_AF_IPV4, KDERP_STUN_OUT_PASS, KDERP_STUN_END_UNSPECIFIED));
+
+	/* IPv4 options (four NOPs): passed by XDP, answered by user space */
+	ASSERT_EQ(0, setsockopt(fd, IPPROTO_IP, IP_OPTIONS, nops, sizeof(nops)));
+	n = exchange(fd, SRV4, req, sizeof(req), reply, sizeof(reply), &from, 3, 1000);
+	ASSERT_EQ(32, n);
+	ASSERT_EQ(2, user_success(stun, 2));
+	ASSERT_EQ(0,
+		  xdp_slot(x, KDERP_STUN_AF_IPV4, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
+	ASSERT_EQ(0, setsockopt(fd, IPPROTO_IP, IP_OPTIONS, NULL, 0));
+
+	/* IPv4 without UDP checksum: XDP answers */
+	ASSERT_EQ(0, setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof(one)));
+	n = exchange(fd, SRV4, req, sizeof(req), reply, sizeof(reply), &from, 3, 1000);
+	ASSERT_EQ(32, n);
+	ASSERT_EQ(1,
+		  xdp_slot(x, KDERP_STUN_AF_IPV4, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
+	ASSERT_EQ(2, user_success(stun, 2));
+	close(fd);
+
+	/* IPv6 fragments: same as IPv4 */
+	fd = client_socket(e, CLI6);
+	ASSERT_LE(0, fd);
+	ml = sizeof(me);
+	ASSERT_EQ(0, getsockname(fd, (void *)&me, &ml));
+	n = exchange(fd, SRV6, big, sizeof(big), reply, sizeof(reply), &from, 5, 1000);
+	ASSERT_EQ(44, n);
+	ASSERT_EQ(0, kderp_stun_parse_response(reply, n, txid, &mapped));
+	ASSERT_EQ(0, memcmp(&me, &mapped, ml));
+	ASSERT_EQ(3, user_success(stun, 3));
+	ASSERT_EQ(0,
+		  xdp_slot(x, KDERP_STUN_AF_IPV6, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
+
+	/* IPv6 with a zero UDP checksum: passed as invalid, dropped by the kernel */
+	ASSERT_EQ(0, setsockopt(fd, IPPROTO_UDP, UDP_NO_CHECK6_TX, &one, sizeof(one)));
+	n = exchange(fd, SRV6, req, sizeof(req), reply, sizeof(reply), &from, 1, 500);
+	ASSERT_EQ(-1, n);
+	ASSERT_EQ(1,
+		  xdp_slot(x, KDERP_STUN_AF_IPV6, KDERP_STUN_OUT_PASS,
+			   KDERP_STUN_END_INVALID_UDP_CSUM));
+	ASSERT_EQ(0,
+		  xdp_slot(x, KDERP_STUN_AF_IPV6, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
+	ASSERT_EQ(3, user_success(stun, 3));
+	close(fd);
+
+	ASSERT_EQ(0, enter(e->fd_srv));
+	kderp_xdp_detach(x);
+	kderp_stun_stop(stun);
 	env_down(e);
 }
 
