@@ -51,8 +51,8 @@ if [ -n "${KDERP_INTEROP_CASES:-}" ]; then
 	tls_cases=("${cases[@]}")
 	tls12_cases=("${cases[@]}")
 else
-	cases=(sendrecv three ping peergone peergone-scope nothere upgrade order bulk self dupkey
-		reconnect many watch)
+	cases=(sendrecv three ping peergone peergone-scope nothere upgrade frames order bulk
+		slowpeer self dupkey reconnect many watch)
 	tls_cases=("${cases[@]}" tlsversion faststart untrusted)
 	tls12_cases=("${cases[@]}" tlsversion untrusted)
 fi

@@ -5,7 +5,10 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -334,5 +337,61 @@ func caseWatch(ctx context.Context, e *env) error {
 	if nctx.Err() != nil {
 		return fmt.Errorf("N: watching without the mesh key: connection still open after 5 s")
 	}
+	return nil
+}
+
+// caseSlowPeer: S connects and then stops reading. A floods S with 26 MB,
+// far more than the socket buffers hold. A's sends must not stall, A and C
+// must keep talking meanwhile, and the server must give up on S after its
+// write timeout (2 s by default) and close it.
+func caseSlowPeer(ctx context.Context, e *env) error {
+	s, err := rawConnect(ctx, e)
+	if err != nil {
+		return fmt.Errorf("S: %w", err)
+	}
+	defer s.conn.Close()
+	ps, err := connectPeers(ctx, e, "A", "C")
+	if err != nil {
+		return err
+	}
+	defer closeAll(ps)
+	a, c := ps[0], ps[1]
+
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < 400; i++ {
+			if err := a.c.Send(s.priv.Public(), plainPacket(derp.MaxPacketSize)); err != nil {
+				done <- fmt.Errorf("A: send %d to S: %w", i, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	start := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("A: 400 sends to a peer that does not read still blocked after 10 s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	fmt.Printf("# slowpeer: A sent 26 MB to a stalled peer in %v\n",
+		time.Since(start).Round(time.Millisecond))
+	if err := exchange(ctx, a, c); err != nil {
+		return fmt.Errorf("%w (while S is stalled)", err)
+	}
+
+	/* Past the write timeout; then drain S and expect the end of it. */
+	time.Sleep(4 * time.Second)
+	s.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, s.conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("S: still open 4 s after it stopped reading (%d bytes were queued)", n)
+	}
+	fmt.Printf("# slowpeer: S closed by the server after %d bytes (%v)\n", n, err)
 	return nil
 }

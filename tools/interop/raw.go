@@ -88,50 +88,139 @@ func (e *env) upgradeRequest(fastStart bool) *http.Request {
 
 func (e *env) derpLogf() func(string, ...any) { return e.logf }
 
-// caseUpgrade does the classic exchange: 101, ServerKey frame, ServerInfo.
-func caseUpgrade(ctx context.Context, e *env) error {
+// rawClient is a DERP connection set up by hand: the HTTP upgrade here, the
+// DERP handshake by the derp package. bw writes frames on the same stream.
+type rawClient struct {
+	conn net.Conn
+	dc   *derp.Client
+	bw   *bufio.Writer
+	priv key.NodePrivate
+	resp *http.Response
+}
+
+func (r *rawClient) peer(name string) *peer { return &peer{name: name, pub: r.priv.Public()} }
+
+// rawConnect does the classic exchange: request, 101, ServerKey frame,
+// ClientInfo, then ServerInfo as the first message. The connection is
+// closed when ctx ends.
+func rawConnect(ctx context.Context, e *env) (*rawClient, error) {
 	conn, _, err := e.rawDial(ctx)
 	if err != nil {
-		return fmt.Errorf("dial: %w", err)
+		return nil, fmt.Errorf("dial: %w", err)
 	}
-	defer conn.Close()
-	br, bw := bufio.NewReader(conn), bufio.NewWriter(conn)
+	r := &rawClient{conn: conn, priv: key.NewNode(), bw: bufio.NewWriter(conn)}
+	br := bufio.NewReader(conn)
 	req := e.upgradeRequest(false)
-	if err := req.Write(bw); err != nil {
-		return err
+	if err := req.Write(r.bw); err != nil {
+		conn.Close()
+		return nil, err
 	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write request: %w", err)
+	if err := r.bw.Flush(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("write request: %w", err)
 	}
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return fmt.Errorf("read response: %w", err)
+	if r.resp, err = http.ReadResponse(br, req); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("read response: %w", err)
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return fmt.Errorf("status %q, want 101", resp.Status)
+	if r.resp.StatusCode != http.StatusSwitchingProtocols {
+		conn.Close()
+		return nil, fmt.Errorf("status %q, want 101", r.resp.Status)
 	}
-	if v := resp.Header.Get("Derp-Version"); v != "2" {
-		fmt.Printf("# upgrade: note: Derp-Version header %q (Go derper sends \"2\")\n", v)
-	}
-	priv := key.NewNode()
-	dc, err := derp.NewClient(priv, conn, bufio.NewReadWriter(br, bw), e.derpLogf(),
+	r.dc, err = derp.NewClient(r.priv, conn, bufio.NewReadWriter(br, r.bw), e.derpLogf(),
 		derp.CanAckPings(true))
 	if err != nil {
-		return fmt.Errorf("DERP handshake (ServerKey frame, ClientInfo): %w", err)
+		conn.Close()
+		return nil, fmt.Errorf("DERP handshake (ServerKey frame, ClientInfo): %w", err)
 	}
-	hdr := resp.Header.Get("Derp-Public-Key")
-	if hdr != dc.ServerPublicKey().UntypedHexString() {
-		return fmt.Errorf("Derp-Public-Key header %.8s... does not match the ServerKey frame %s",
-			hdr, dc.ServerPublicKey().ShortString())
-	}
-	m, err := dc.Recv()
+	m, err := r.dc.Recv()
 	if err != nil {
-		return fmt.Errorf("waiting for ServerInfo: %w", err)
+		conn.Close()
+		return nil, fmt.Errorf("waiting for ServerInfo: %w", err)
 	}
 	if _, ok := m.(derp.ServerInfoMessage); !ok {
-		return fmt.Errorf("first message is %s, want ServerInfo", describe(m))
+		conn.Close()
+		return nil, fmt.Errorf("first message is %s, want ServerInfo", describe(m))
+	}
+	return r, nil
+}
+
+// caseUpgrade checks the 101 response headers against the ServerKey frame.
+func caseUpgrade(ctx context.Context, e *env) error {
+	r, err := rawConnect(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer r.conn.Close()
+	if v := r.resp.Header.Get("Derp-Version"); v != "2" {
+		fmt.Printf("# upgrade: note: Derp-Version header %q (Go derper sends \"2\")\n", v)
+	}
+	hdr := r.resp.Header.Get("Derp-Public-Key")
+	if hdr != r.dc.ServerPublicKey().UntypedHexString() {
+		return fmt.Errorf("Derp-Public-Key header %.8s... does not match the ServerKey frame %s",
+			hdr, r.dc.ServerPublicKey().ShortString())
 	}
 	return nil
+}
+
+// caseFrames: frames the server has no use for (unassigned types, a client
+// Pong, a 300 KB unknown frame, NotePreferred) are skipped, and the
+// connection keeps relaying both ways.
+func caseFrames(ctx context.Context, e *env) error {
+	r, err := rawConnect(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer r.conn.Close()
+	b, err := connectPeer(ctx, e, "B")
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	frames := []struct {
+		t derp.FrameType
+		b []byte
+	}{
+		{0x0b, nil},
+		{0x20, randBytes(1000)},
+		{derp.FramePong, randBytes(8)},
+		{derp.FrameNotePreferred, []byte{1}},
+		{0x7f, randBytes(300000)},
+		{0xff, randBytes(17)},
+	}
+	for _, f := range frames {
+		if err := derp.WriteFrame(r.bw, f.t, f.b); err != nil {
+			return fmt.Errorf("write frame %#02x: %w", byte(f.t), err)
+		}
+	}
+	if err := r.bw.Flush(); err != nil {
+		return fmt.Errorf("write frames: %w", err)
+	}
+	data := plainPacket(700)
+	if err := r.dc.Send(b.pub, data); err != nil {
+		return fmt.Errorf("R: send: %w", err)
+	}
+	if err := b.expectPacket(ctx, r.peer("R"), data); err != nil {
+		return fmt.Errorf("%w (after unknown frames from R)", err)
+	}
+	back := plainPacket(300)
+	if err := b.c.Send(r.priv.Public(), back); err != nil {
+		return fmt.Errorf("B: send: %w", err)
+	}
+	for {
+		m, err := r.dc.Recv()
+		if err != nil {
+			return fmt.Errorf("R: waiting for B's packet: %w", err)
+		}
+		if _, ok := m.(derp.KeepAliveMessage); ok {
+			continue
+		}
+		rp, ok := m.(derp.ReceivedPacket)
+		if !ok || rp.Source != b.pub || !bytes.Equal(rp.Data, back) {
+			return fmt.Errorf("R: got %s, want B's 300-byte packet", describe(m))
+		}
+		return nil
+	}
 }
 
 // findMetaCert returns the server key and protocol version carried by the
