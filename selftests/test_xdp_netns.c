@@ -633,4 +633,30 @@ TEST(attach_errors)
 	ASSERT_EQ(ENODEV, errno);
 }
 
+TEST(busy_interface_and_auto_loopback)
+{
+	struct kderp_xdp *a, *b;
+
+	if (geteuid() != 0)
+		SKIP(return, "needs root");
+	/* a private namespace: XDP on its lo disturbs nobody */
+	ASSERT_EQ(0, unshare(CLONE_NEWNET));
+	ASSERT_EQ(0, sh("ip link set lo up"));
+	/* auto follows the listen address: 127.0.0.1 lives on lo */
+	a = kderp_xdp_attach("auto", "127.0.0.1", STUN_PORT);
+	ASSERT_NE(NULL, a);
+	ASSERT_STREQ("generic", kderp_xdp_mode(a, "lo"));
+	/* a second program cannot take the interface from the first */
+	b = kderp_xdp_attach("lo", "", STUN_PORT);
+	ASSERT_NULL(b);
+	ASSERT_EQ(EBUSY, errno);
+	ASSERT_STREQ("generic", kderp_xdp_mode(a, "lo"));
+	kderp_xdp_detach(a);
+	ASSERT_NE(0, sh("ip link show dev lo | grep -q xdp"));
+	/* once it is gone, the interface is free again */
+	b = kderp_xdp_attach("lo:generic", "", STUN_PORT);
+	ASSERT_NE(NULL, b);
+	kderp_xdp_detach(b);
+}
+
 TEST_HARNESS_MAIN

@@ -49,6 +49,7 @@ struct xdp_iface {
 	int ifindex; /* where link_fd is attached, 0 when not */
 	int link_fd; /* -1 when not attached */
 	bool native;
+	int last_err; /* last attach error, logged once until it changes */
 };
 
 struct kderp_xdp {
@@ -267,17 +268,24 @@ static int iface_attach(struct kderp_xdp *x, struct xdp_iface *f, int ifindex)
 		}
 		native_err = fd;
 		if (f->req == MODE_NATIVE) {
-			log_warn("xdp: %s: native attach failed: %s", f->name, strerror(-fd));
+			if (fd != f->last_err)
+				log_warn("xdp: %s: native attach failed: %s", f->name,
+					 strerror(-fd));
+			f->last_err = fd;
 			return fd;
 		}
 	}
 	fd = link_xdp(prog_fd, ifindex, XDP_FLAGS_SKB_MODE);
 	if (fd < 0) {
-		log_warn("xdp: %s: attach failed: %s", f->name, strerror(-fd));
+		/* retried on every re-check: say it once */
+		if (fd != f->last_err)
+			log_warn("xdp: %s: attach failed: %s", f->name, strerror(-fd));
+		f->last_err = fd;
 		return fd;
 	}
 	f->native = false;
 done:
+	f->last_err = 0;
 	f->link_fd = fd;
 	f->ifindex = ifindex;
 	if (native_err)
