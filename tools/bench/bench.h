@@ -52,4 +52,18 @@ int bench_dial(struct bench_target *t, struct bench_link *l, char *err, size_t e
 /* bench_link_close() - close the connection and free its state; NULL-safe. */
 void bench_link_close(struct bench_link *l);
 
+/**
+ * bench_stun_run() - `kderp-bench stun`: STUN binding load against @t's
+ * host (UDP), @rate requests per second (0 = as fast as possible) for @secs,
+ * checking each answer's XOR-MAPPED-ADDRESS; appends result objects to @out
+ * (a JSON array, may be NULL). Returns 0 or -errno.
+ *
+ * Hook for the STUN load: kderp-bench declares it weak, so a source file in
+ * tools/bench/ that defines it (and is listed in BENCH_SRCS) turns the mode
+ * on; without one, `kderp-bench stun` says it is not built and exits 4.
+ */
+struct json_t;
+int bench_stun_run(const struct bench_target *t, double rate, double secs, struct json_t *out)
+	__attribute__((weak));
+
 #endif /* KDERP_BENCH_H */

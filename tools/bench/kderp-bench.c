@@ -1401,14 +1401,7 @@ static int run_churn(void)
 	return r.failures ? EXIT_MIDRUN : 0;
 }
 
-/*
- * STUN hook: the STUN load (binding requests at a rate, answers checked for
- * XOR-MAPPED-ADDRESS) belongs with the STUN server work. A build that links a
- * strong bench_stun_run() gets it; this one says so instead.
- */
-int bench_stun_run(const struct bench_target *t, double rate, double secs, json_t *out)
-	__attribute__((weak));
-
+/* STUN hook: see bench_stun_run() in bench.h. */
 static int run_stun(void)
 {
 	if (!bench_stun_run) {

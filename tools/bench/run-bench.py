@@ -131,9 +131,14 @@ class Bench:
         binary = self.kderpd if name == "kderpd" else self.derper
         cmd = [binary, "-a", addr, "--stun=false", "-c", keyfile]
         if tls:
-            cmd += ["--certmode=manual", "--certdir", self.certdir, "--hostname", HOSTNAME]
-        if name == "kderpd" and self.workers:
-            cmd += ["--workers", str(self.workers)]
+            # no port-80 listener: port 80 may be taken, and the bench never uses it
+            cmd += ["--certmode=manual", "--certdir", self.certdir, "--hostname", HOSTNAME,
+                    "--http-port=-1"]
+        if name == "kderpd":
+            # own pin directory, so a kderpd running elsewhere does not block this one
+            cmd += ["--bpffs-dir", f"/sys/fs/bpf/kderp-bench-{port}"]
+            if self.workers:
+                cmd += ["--workers", str(self.workers)]
         return cmd
 
     def start(self, name, tls):
@@ -149,7 +154,7 @@ class Bench:
         logf.close()
         if not wait_port(port, proc):
             self.stop(proc)
-            raise RuntimeError(f"{name} did not start (see {self.logdir}/{name}.log)")
+            raise RuntimeError(f"{name} did not start (see $(OUTPUT)/bench/logs/{name}.log)")
         return proc, port
 
     @staticmethod
