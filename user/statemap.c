@@ -340,6 +340,7 @@ int statemap_init(struct server *s)
 		log_warn("state plane: no BPF maps (loading into %s: %s); counters in memory",
 			 sm.dir, strerror(-r));
 		bpf_teardown();
+		rmdir(sm.dir); /* only if this start left it empty */
 		close(sm.dirfd);
 		sm.dirfd = -1;
 		goto local;
