@@ -7,6 +7,9 @@
 #   make test       install what is missing, build, run every selftest (KTAP)
 #   make check      clang-format check, cppcheck, -Werror build
 #   make SAN=1 test the same tests under ASan + UBSan
+#   make fuzz       libFuzzer on the network parsers (FUZZ_TIME=60 s each)
+#   make bench      kderpd against Go derper, writes Documentation/performance.md
+#   make vm-test    kernel tests in qemu guests (KERNELS="6.1 6.12")
 #   make help       list the targets
 #
 # Each area keeps its rules in a fragment included below; fragments only

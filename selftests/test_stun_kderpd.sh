@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 kderpd=${KDERP_OUTPUT:-.output}/kderpd
-NTESTS=7
+NTESTS=8
 ktap_header $NTESTS
 
 skip_all() {
@@ -153,6 +153,20 @@ if grep -q '^xdp_stun_server_packets_total{address_family="ipv4",prog_end="unspe
 else
 	grep -E '^(xdp_stun|stun_)' <<<"$v" | sed 's/^/# /'
 	ktap_fail "xdp_counters_move_userspace_idle"
+fi
+# 5: derper's drop switch at /debug/drop-stun-on|off: XDP drops, nobody answers
+on=$(ip netns exec "$NS_S" curl -s --max-time 5 "http://$SRV:$HTTP_PORT/debug/drop-stun-on")
+outd=$(stun_query "$NS_C" $SRV $STUN_PORT $CLI $TX 2>&1)
+md=$(sed -n 2p <<<"$outd")
+v=$(varz)
+off=$(ip netns exec "$NS_S" curl -s --max-time 5 "http://$SRV:$HTTP_PORT/debug/drop-stun-off")
+if [ "$on" = "STUN dropping on" ] && [ -z "$md" ] && [ "$off" = "STUN dropping off" ] &&
+	grep -q '^xdp_stun_server_packets_total{address_family="ipv4",prog_end="drop_stun",xdp_outcome="drop"} [1-9][0-9]*$' <<<"$v"; then
+	ktap_pass "xdp_drop_switch"
+else
+	echo "# on='$on' off='$off' reply='$md'"
+	grep -E '^xdp_stun.*drop' <<<"$v" | sed 's/^/# /'
+	ktap_fail "xdp_drop_switch"
 fi
 stop_kderpd
 

@@ -223,6 +223,11 @@ static int xdp_varz(const void *arg, char *buf, size_t len)
 	return kderp_xdp_varz(arg, buf, len);
 }
 
+static int xdp_drop(void *arg, bool drop)
+{
+	return arg ? kderp_xdp_set_drop(arg, drop) : -ENODEV;
+}
+
 int main(int argc, char **argv)
 {
 	static struct server srv;
@@ -332,6 +337,7 @@ int main(int argc, char **argv)
 	}
 	web_add_varz(stun_varz, stun);
 	web_add_varz(xdp_varz, xdp);
+	web_set_drop_stun(xdp_drop, xdp);
 
 	srv.listeners[0].fd = listen_on(cfg.listen_host, cfg.listen_port, cfg.tcp_user_timeout_ns);
 	if (srv.listeners[0].fd < 0)

@@ -194,6 +194,15 @@ struct varz_ext {
 static struct varz_ext varz_exts[8];
 static int nvarz_exts;
 
+static int (*drop_stun_fn)(void *arg, bool drop);
+static void *drop_stun_arg;
+
+void web_set_drop_stun(int (*fn)(void *arg, bool drop), void *arg)
+{
+	drop_stun_fn = fn;
+	drop_stun_arg = arg;
+}
+
 void web_add_varz(web_varz_fn fn, const void *arg)
 {
 	if (nvarz_exts < (int)ARRAY_SIZE(varz_exts))
@@ -290,7 +299,6 @@ char *web_varz(struct server *s, size_t *len)
 	struct worker_stats st;
 	struct server_gauges g;
 	double avgq = 0;
-	char ext[8192];
 
 	server_sum_stats(s, &st);
 	pthread_rwlock_rdlock(&s->lock);
@@ -374,10 +382,20 @@ char *web_varz(struct server *s, size_t *len)
 			  (unsigned long long)st.rtt[i]);
 	sb_printf(&b, "# TYPE derp_watchers gauge\nderp_watchers %lld\n", (long long)g.watchers);
 	for (int i = 0; i < nvarz_exts; i++) {
-		int n = varz_exts[i].fn(varz_exts[i].arg, ext, sizeof(ext));
+		size_t cap = 16384;
+		char *ext = malloc(cap);
+		int n = ext ? varz_exts[i].fn(varz_exts[i].arg, ext, cap) : -1;
 
+		/* The sections report their full length, like snprintf. */
+		if (n >= (int)cap) {
+			char *bigger = realloc(ext, n + 1);
+
+			n = bigger ? varz_exts[i].fn(varz_exts[i].arg, bigger, n + 1) : -1;
+			ext = bigger ? bigger : ext;
+		}
 		if (n > 0)
-			sb_printf(&b, "%.*s", n < (int)sizeof(ext) ? n : (int)sizeof(ext) - 1, ext);
+			sb_printf(&b, "%.*s", n, ext);
+		free(ext);
 	}
 	varz_state(s, &b);
 	sb_printf(&b, "# TYPE uptime_sec counter\nuptime_sec %llu\n",
@@ -463,6 +481,19 @@ static struct pkt *debug_route(struct conn *c, const struct http_req *req, bool 
 			     v, len, head);
 		free(v);
 		return p;
+	}
+	if (strcmp(req->path, "/debug/drop-stun-on") == 0 ||
+	    strcmp(req->path, "/debug/drop-stun-off") == 0) {
+		bool on = strcmp(req->path, "/debug/drop-stun-on") == 0;
+
+		/* xdpderper's switch: drop STUN in XDP instead of answering. */
+		if (!drop_stun_fn || drop_stun_fn(drop_stun_arg, on) < 0)
+			return web_simple_response(503, "Service Unavailable",
+						   "text/plain; charset=utf-8",
+						   "XDP STUN is not attached\n");
+		log_info("debug: drop STUN %s", on ? "on" : "off");
+		return web_simple_response(200, "OK", "text/plain; charset=utf-8",
+					   on ? "STUN dropping on\n" : "STUN dropping off\n");
 	}
 	if (strcmp(req->path, "/debug/") == 0 || strcmp(req->path, "/debug") == 0) {
 		char body[1024];

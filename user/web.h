@@ -23,6 +23,11 @@ char *web_varz(struct server *s, size_t *len);
 typedef int (*web_varz_fn)(const void *arg, char *buf, size_t len);
 void web_add_varz(web_varz_fn fn, const void *arg);
 
+#include <stdbool.h>
+
+/* /debug/drop-stun-on|off call fn (the XDP STUN program's drop switch). */
+void web_set_drop_stun(int (*fn)(void *arg, bool drop), void *arg);
+
 /* Parse --debug-allow (comma-separated CIDRs). */
 int web_set_debug_allow(const char *cidrs);
 
