@@ -484,8 +484,9 @@ static int start_on(struct derp_daemon *d, const char *dir)
 	memset(d, 0, sizeof(*d));
 	snprintf(arg, sizeof(arg), "--bpffs-dir=%s", dir);
 	err = dd_start(d, extra);
-	if (!err)
-		wait_pinned(d);
+	/* A refused daemon may still have answered dd_start's probe. */
+	if (!err && !wait_pinned(d) && !dd_alive(d))
+		err = -ECHILD;
 	return err;
 }
 
