@@ -4,8 +4,8 @@
 # test_interop.sh - Tailscale's own DERP client (tailscale.com/derp/derphttp,
 # built into $KDERP_OUTPUT/kderp-interop) against kderpd: over plain HTTP,
 # over TLS 1.3 with a self-signed certificate for derp1.test (dialled at
-# 127.0.0.1), where it also checks fast start, and, if the server has
-# --tls-max, over TLS 1.2.
+# 127.0.0.1), where it also checks fast start and runs Tailscale's derpprobe,
+# and, if the server has --tls-max, over TLS 1.2.
 #
 # Environment:
 #   KDERP_OUTPUT               build directory (exported by the Makefile)
@@ -26,6 +26,7 @@ out=${KDERP_OUTPUT:-$dir/../.output}
 daemon=${KDERP_INTEROP_DAEMON:-$out/kderpd}
 read -r -a daemon_args <<<"${KDERP_INTEROP_DAEMON_ARGS:-}"
 interop=$out/kderp-interop
+probe=$out/derpprobe
 host=derp1.test
 case_timeout=${KDERP_INTEROP_TIMEOUT:-20}
 
@@ -53,8 +54,8 @@ if [ -n "${KDERP_INTEROP_CASES:-}" ]; then
 else
 	cases=(sendrecv three ping peergone peergone-scope nothere upgrade frames order bulk
 		slowpeer self dupkey reconnect many watch)
-	tls_cases=("${cases[@]}" tlsversion faststart untrusted)
-	tls12_cases=("${cases[@]}" tlsversion untrusted)
+	tls_cases=("${cases[@]}" tlsversion faststart untrusted derpprobe)
+	tls12_cases=("${cases[@]}" tlsversion untrusted derpprobe)
 fi
 cases+=(shutdown)
 tls_cases+=(shutdown)
@@ -156,6 +157,44 @@ check_shutdown() {
 	fi
 }
 
+# run_derpprobe NAME LOG URL: Tailscale's derpprobe, once, with a one-node
+# DERP map that pins the certificate by hash: its mesh probe (a prober
+# client with the mesh key sending to itself through the server) and its
+# bandwidth probe (4 MB) must both report good.
+run_derpprobe() {
+	local name=$1 log=$2 url=$3 hash rc
+	if [ ! -x "$probe" ]; then
+		local why="derpprobe not built"
+		[ -s "$probe.skip" ] && why="$why: $(cat "$probe.skip")"
+		ktap_skip "$name" "$why"
+		return
+	fi
+	if [[ "$url" != https:* ]]; then
+		ktap_skip "$name" "derpprobe needs TLS"
+		return
+	fi
+	hash=$(openssl x509 -in "$tmp/certs/$host.crt" -outform DER | sha256sum | cut -d' ' -f1)
+	cat >"$tmp/derpmap.json" <<-EOF
+		{"Regions": {"900": {"RegionID": 900, "RegionCode": "kderp", "RegionName": "kderp",
+		 "Nodes": [{"Name": "900a", "RegionID": 900, "HostName": "$host",
+		  "CertName": "sha256-raw:$hash", "IPv4": "127.0.0.1", "IPv6": "",
+		  "DERPPort": $port, "STUNPort": -1}]}}}
+	EOF
+	timeout 60 "$probe" --derp-map "file://$tmp/derpmap.json" --once --spread=false \
+		--tls-interval=0 --mesh-psk-file "$tmp/mesh.key" --bw-interval=1s \
+		--bw-probe-size-bytes=4000000 >"$tmp/derpprobe.out" 2>&1
+	rc=$?
+	grep -E ' (good|bad): ' "$tmp/derpprobe.out" | sed 's/^[0-9/]* [0-9:.]* /# derpprobe: /'
+	if [ "$rc" -eq 0 ] && grep -q 'good: derp/kderp/900a/900a/mesh' "$tmp/derpprobe.out" &&
+		grep -q 'good: derp/kderp/900a/900a/bw' "$tmp/derpprobe.out"; then
+		ktap_pass "$name"
+	else
+		tail -n 15 "$tmp/derpprobe.out" | sed 's/^/#   /'
+		log_tail "$log"
+		ktap_fail "$name" "derpprobe exit $rc"
+	fi
+}
+
 # run_cases TRANSPORT LOG PID URL [FLAGS...] -- CASE...: one KTAP line per case.
 run_cases() {
 	local transport=$1 log=$2 pid=$3 url=$4
@@ -179,6 +218,10 @@ run_cases() {
 		fi
 		if [ "$c" = shutdown ]; then
 			check_shutdown "$name" "$log" "$pid"
+			continue
+		fi
+		if [ "$c" = derpprobe ]; then
+			run_derpprobe "$name" "$log" "$url"
 			continue
 		fi
 		output=$(timeout $((case_timeout + 40)) "$interop" -url "$url" \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 #
-# build.sh GO OUT - build kderp-interop (static, CGO_ENABLED=0) into OUT.
+# build.sh GO OUT [PACKAGE] - build a static (CGO_ENABLED=0) binary from the
+# module in tools/interop into OUT: kderp-interop (PACKAGE ".", the default)
+# or a tool the module pins, such as tailscale.com/cmd/derpprobe.
 #
 # A missing or too old Go, or Go modules that cannot be fetched, are not
 # build errors: OUT is removed, OUT.skip gets the reason (test_interop.sh
@@ -11,6 +13,7 @@ set -eu
 
 go=$1
 out=$2
+pkg=${3:-.}
 src=$(cd "$(dirname "$0")" && pwd)
 skip="$out.skip"
 
@@ -35,5 +38,5 @@ fi
 
 rm -f "$skip"
 cd "$src"
-"$go" build -trimpath -ldflags=-s -o "$out.tmp" .
+"$go" build -trimpath -ldflags=-s -o "$out.tmp" "$pkg"
 mv "$out.tmp" "$out"
