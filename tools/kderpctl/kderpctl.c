@@ -114,7 +114,7 @@ static int open_state(struct state *st)
 			"kderpctl: ABI version differs: the maps in %s are state version %u "
 			"(magic 0x%04x); this kderpctl reads version %u. Use the kderpctl built "
 			"with that kderpd.\n",
-			st->dir, st->meta.version, st->meta.magic, KDERP_STATE_VERSION);
+			st->dir, st->meta.version, st->meta.magic, (unsigned)KDERP_STATE_VERSION);
 		return 1;
 	}
 	if (kill((pid_t)st->meta.owner_pid, 0) && errno == ESRCH) {
