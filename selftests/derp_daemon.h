@@ -32,6 +32,7 @@
 
 struct derp_daemon {
 	bool tls; /* set before dd_start: manual certs for 127.0.0.1, self-signed */
+	bool is_kderpd; /* the server is kderpd (not e.g. a derper for comparison) */
 	pid_t pid;
 	uint16_t port;
 	char dir[200];
@@ -137,7 +138,8 @@ static inline int dd_start(struct derp_daemon *d, const char *const *extra)
 	 * (a derper has no such flag).
 	 */
 	slash = strrchr(d->bin, '/');
-	if (!strcmp(slash ? slash + 1 : d->bin, "kderpd")) {
+	d->is_kderpd = !strcmp(slash ? slash + 1 : d->bin, "kderpd");
+	if (d->is_kderpd) {
 		tmp = getenv("KDERP_BPFFS_DIR");
 		snprintf(d->bpffs, sizeof(d->bpffs), "%s-test-%u",
 			 tmp && *tmp && strlen(tmp) < 150 ? tmp : "/sys/fs/bpf/kderp", d->port);

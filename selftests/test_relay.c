@@ -624,6 +624,70 @@ TEST_F(relay, packets_arrive_in_order)
 	ASSERT_EQ(2000, next);
 }
 
+/*
+ * ClientInfo JSON the server must accept: Go's encoding/json rules (keys
+ * matched case-insensitively, unknown keys ignored, anything up to 256 KiB).
+ */
+static int handshake_with_json(const struct derp_daemon *d, struct derpc *c, const char *json)
+{
+	size_t cap = strlen(json) + 256;
+	uint8_t *buf = malloc(cap);
+	int n, err;
+
+	if (!buf)
+		return -ENOMEM;
+	err = dd_upgraded(d, c);
+	if (err)
+		goto out;
+	n = derpc_build_client_info(&c->key, c->server_pub, json, buf, cap);
+	err = n < 0 ? n : derpc_write_frame(c, DERP_FRAME_CLIENT_INFO, buf, (size_t)n, WAIT_MS);
+	if (!err)
+		err = derpc_read_server_info(c, WAIT_MS);
+out:
+	free(buf);
+	return err;
+}
+
+TEST_F(relay, client_info_json_accepted)
+{
+	static const char *const jsons[] = {
+		"{}",
+		"{\"Version\":2,\"CANACKPINGS\":false}",
+		" \t\n{ \"version\" : 2 ,\n \"CanAckPings\" : true } \n",
+		"{\"version\":2,\"CanAckPings\":true,\"AppName\":\"x\",\"foo\":[1,{\"y\":null}]}",
+		"{\"version\":2,\"IsProber\":true,\"CanAckPings\":false}",
+		/* a well-formed mesh key that is not this server's: a regular client */
+		"{\"meshKey\":\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\","
+		"\"version\":2,\"CanAckPings\":true}",
+	};
+	size_t pad = 200 << 10;
+	char *big = malloc(pad + 64);
+	struct derpc c;
+
+	ASSERT_NE(NULL, big);
+	for (size_t i = 0; i < sizeof(jsons) / sizeof(jsons[0]) + 1; i++) {
+		const char *json = jsons[i < sizeof(jsons) / sizeof(jsons[0]) ? i : 0];
+		int err;
+
+		if (i == sizeof(jsons) / sizeof(jsons[0])) {
+			/* 200 KiB of an unknown key: still under the 256 KiB limit */
+			int n = sprintf(big, "{\"version\":2,\"pad\":\"");
+
+			memset(big + n, 'p', pad);
+			strcpy(big + n + pad, "\"}");
+			json = big;
+		}
+		err = handshake_with_json(&self->d, &c, json);
+		if (err)
+			TH_LOG("json %zu: %s", i, strerror(-err));
+		ASSERT_EQ(0, err);
+		ASSERT_STREQ("{\"version\":2}", c.server_info);
+		ASSERT_LE(0, dd_relay_once(&c, &self->a, WAIT_MS));
+		derpc_close(&c);
+	}
+	free(big);
+}
+
 /* ---- plain HTTP endpoints ---- */
 
 static int http_get(struct __test_metadata *_metadata, const struct derp_daemon *d,
