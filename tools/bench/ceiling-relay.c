@@ -4,10 +4,13 @@
  *
  * It does the DERP handshake (so the same client works against it) and then
  * forwards SendPacket frames as RecvPacket frames with one open-addressing
- * lookup, no queues, no locks, no per-packet crypto and no protocol checks
- * beyond framing: one epoll thread, 256 KiB reads, one write per destination
- * per read batch. Whatever a real relay delivers on the same machine, this is
- * the number to compare it with. Plain HTTP only; loopback use only.
+ * lookup, no per-packet queues, no locks, no per-packet crypto and no
+ * protocol checks beyond framing: one epoll thread, 256 KiB reads, one write
+ * per destination per read batch. When a destination's 1 MiB output buffer
+ * is full the relay stops reading from the sender until it drains (TCP
+ * back-pressure), so it never drops. Whatever a real relay delivers on the
+ * same machine, this is the number to compare it with. Plain HTTP only;
+ * loopback use only.
  *
  * usage: ceiling-relay -a HOST:PORT [-d SECONDS]
  */
@@ -32,7 +35,7 @@
 #define HDR 5
 #define KEY 32
 #define RBUF (256 * 1024)
-#define OBUF_CAP (1024 * 1024) /* beyond this a destination drops */
+#define OBUF_CAP (1024 * 1024) /* beyond this the sender waits */
 #define TABLE_SIZE (1u << 17)
 #define MAX_FRAME (65536 + 64)
 
@@ -49,12 +52,15 @@ struct rconn {
 	size_t olen, ooff;
 	bool dirty; /* on the flush list */
 	struct rconn *next_dirty;
+	bool stalled; /* a destination is full: not reading */
+	struct rconn *next_stalled;
 };
 
 static uint8_t srv_pub[KEY], srv_priv[KEY];
 static struct rconn *table[TABLE_SIZE];
 static struct rconn tombstone;
 static struct rconn *dirty_list;
+static struct rconn *stalled_list;
 static unsigned long long drops, forwarded;
 static volatile sig_atomic_t stop;
 
@@ -130,6 +136,11 @@ static void conn_free(int ep, struct rconn *c)
 	for (pp = &dirty_list; *pp; pp = &(*pp)->next_dirty)
 		if (*pp == c) {
 			*pp = c->next_dirty;
+			break;
+		}
+	for (pp = &stalled_list; *pp; pp = &(*pp)->next_stalled)
+		if (*pp == c) {
+			*pp = c->next_stalled;
 			break;
 		}
 	free(c->rbuf);
@@ -246,14 +257,26 @@ static void forward(struct rconn *c)
 
 		if (c->rlen - off < HDR + flen)
 			break;
-		off += HDR + flen;
-		if (f[0] != 0x04 || flen < KEY)
+		if (f[0] != 0x04 || flen < KEY) {
+			off += HDR + flen;
 			continue;
+		}
 		d = table_get(f + HDR);
-		if (!d || d->olen + HDR + flen > OBUF_CAP) {
+		if (!d) {
+			off += HDR + flen;
 			drops++;
 			continue;
 		}
+		if (d->olen - d->ooff + HDR + flen > OBUF_CAP) {
+			/* destination full: keep the rest, stop reading this sender */
+			if (!c->stalled) {
+				c->stalled = true;
+				c->next_stalled = stalled_list;
+				stalled_list = c;
+			}
+			break;
+		}
+		off += HDR + flen;
 		if (d->ooff && d->olen + HDR + flen > OBUF_CAP - d->ooff) {
 			memmove(d->obuf, d->obuf + d->ooff, d->olen - d->ooff);
 			d->olen -= d->ooff;
@@ -272,6 +295,8 @@ static void forward(struct rconn *c)
 
 static int conn_readable(struct rconn *c)
 {
+	if (c->stalled)
+		return 0;
 	for (;;) {
 		ssize_t n = read(c->fd, c->rbuf + c->rlen, RBUF - c->rlen);
 
@@ -286,8 +311,20 @@ static int conn_readable(struct rconn *c)
 			forward(c);
 		if (c->rlen >= HDR && get_be32(c->rbuf + 1) > MAX_FRAME)
 			return -1;
-		if ((size_t)n < (RBUF - c->rlen) / 2)
+		if (c->stalled || (size_t)n < (RBUF - c->rlen) / 2)
 			return 0;
+	}
+}
+
+static void flush_dirty(void)
+{
+	while (dirty_list) {
+		struct rconn *d = dirty_list;
+
+		dirty_list = d->next_dirty;
+		d->dirty = false;
+		if (flush(d))
+			d->olen = d->ooff = 0; /* its own EPOLLHUP will free it */
 	}
 }
 
@@ -394,13 +431,27 @@ int main(int argc, char **argv)
 				continue;
 			}
 		}
-		while (dirty_list) {
-			struct rconn *d = dirty_list;
+		flush_dirty();
+		/*
+		 * Senders that waited for a full destination: parse, then read on,
+		 * for as long as that moves packets (a destination emptied by
+		 * flush_dirty() raises no EPOLLOUT).
+		 */
+		while (stalled_list) {
+			struct rconn *list = stalled_list, *next;
+			unsigned long long before = forwarded;
 
-			dirty_list = d->next_dirty;
-			d->dirty = false;
-			if (flush(d))
-				d->olen = d->ooff = 0; /* its own EPOLLHUP will free it */
+			stalled_list = NULL;
+			for (; list; list = next) {
+				next = list->next_stalled;
+				list->stalled = false;
+				forward(list);
+				if (!list->stalled && conn_readable(list))
+					conn_free(ep, list);
+			}
+			flush_dirty();
+			if (forwarded == before)
+				break;
 		}
 	}
 	fprintf(stderr, "ceiling-relay: forwarded %llu, dropped %llu\n", forwarded, drops);

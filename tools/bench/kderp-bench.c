@@ -644,7 +644,7 @@ static void *worker_main(void *arg)
 				last_rx_total = rx_total;
 				last_progress = now;
 			}
-			if (worker_drained(w) || now - last_progress > 300000000ull ||
+			if (worker_drained(w) || now - last_progress > 500000000ull ||
 			    now >= w->t_end + w->drain_max_ns)
 				break;
 		}
@@ -959,7 +959,7 @@ static int relay_step(double target_mbps, double secs, struct result *r)
 		g_workers[i].pps_per_pair = pps_pair;
 		g_workers[i].pace_ns = (uint64_t)pace;
 		g_workers[i].t_end = t_end;
-		g_workers[i].drain_max_ns = 2000000000ull;
+		g_workers[i].drain_max_ns = 3000000000ull;
 		pthread_create(&g_workers[i].th, NULL, worker_main, &g_workers[i]);
 	}
 	for (i = 0; i < o.threads; i++)

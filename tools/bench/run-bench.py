@@ -420,9 +420,9 @@ class Bench:
         png = os.path.join(docdir, "performance-relay.png")
         series = []
         for name in ["derper", "kderpd", "ceiling"]:
-            pts = sorted((p["offered_mbps"], p["delivered_mbps"]) for p in self.points
+            pts = sorted((p["target_mbps"], p["delivered_mbps"]) for p in self.points
                          if p.get("kind") == "sweep" and p["server"] == name
-                         and p.get("offered_mbps") is not None)
+                         and p.get("target_mbps") is not None)
             if not pts:
                 continue
             dat = os.path.join(self.dir, f"sweep-{name}.dat")
@@ -438,7 +438,8 @@ class Bench:
             "set terminal pngcairo size 800,500 font 'sans,10'\n"
             f"set output '{png}'\n"
             "set title 'DERP relay, 1,400-byte packets, 10 sender/receiver pairs, plain HTTP'\n"
-            "set xlabel 'offered (Mbit/s)'\nset ylabel 'delivered (Mbit/s)'\n"
+            "set xlabel 'offered load (token-bucket target, Mbit/s)'\n"
+            "set ylabel 'delivered (Mbit/s)'\n"
             "set key top left\nset grid\n"
             f"plot x title 'offered = delivered' with lines dashtype 2 lc rgb 'gray', {plots}\n")
         r = subprocess.run(["gnuplot"], input=script.encode(), stdout=subprocess.DEVNULL,
@@ -523,15 +524,17 @@ class Bench:
             "the same flags.")
         L.append(
             "- The **ceiling** relay (`tools/bench/ceiling-relay.c`) does the same framing and "
-            "handshake with one epoll thread, one table lookup per packet, no queues, no checks "
-            "and no per-packet crypto: the most a user-space relay can deliver here. Plain HTTP "
-            "only.")
+            "handshake with one epoll thread, one table lookup per packet, no per-packet "
+            "queues, no checks and no per-packet crypto; when a receiver's 1 MiB buffer is full "
+            "it stops reading the sender (TCP back-pressure), so it never drops: about the most "
+            "a user-space relay can deliver here. Plain HTTP only.")
         L.append(
             "- Load: `kderp-bench` opens P sender/receiver pairs; each sender sends SendPacket "
             "frames to its receiver at a token-bucket rate; receivers check the source key, the "
             "length and a per-pair sequence number; latency is one-way, from a CLOCK_MONOTONIC "
             "timestamp in each payload. Rates are payload bits (S bytes per packet). Loss = "
-            "packets written to the server but never delivered (after a drain of up to 2 s).")
+            "packets written to the server but never delivered (after a drain that ends once "
+            "every packet arrived, after 0.5 s without progress, or after 3 s).")
         steps, dur = self.search_params()
         lo, hi = self.search_range(1400)
         lo64, hi64 = self.search_range(64)
@@ -663,8 +666,10 @@ class Bench:
         if png:
             L.append("## Delivered vs offered\n")
             L.append("1,400-byte packets, 10 pairs, plain HTTP, one run per point "
-                     f"({'1.0' if self.quick else '1.5'} s each); the last points are beyond "
-                     "what the relay (or the machine) can carry.\n")
+                     f"({'1.0' if self.quick else '1.5'} s each). The x axis is the load the "
+                     "senders try to offer; a relay that pushes back through TCP makes them "
+                     "send less (no loss), one that drops loses the rest. Past the machine's "
+                     "limit every line flattens.\n")
             L.append(f"![delivered vs offered]({os.path.basename(png)})\n")
         if self.errors:
             L.append("## Failed measurements\n")
