@@ -11,7 +11,7 @@ pkgs=(
 	libnl-3-dev libnl-route-3-dev
 	clang-format clang-tidy cppcheck libclang-rt-14-dev
 	iproute2 procps psmisc python3 curl ca-certificates
-	qemu-system-x86 busybox-static cpio kmod
+	qemu-system-x86 busybox-static cpio kmod xz-utils zstd
 	gnuplot-nox
 )
 # Extra packages a caller may ask for (e.g. make bench).
