@@ -688,6 +688,68 @@ TEST_F(relay, client_info_json_accepted)
 	free(big);
 }
 
+TEST_F(relay, boundary_sizes_are_accepted)
+{
+	uint8_t ping[1000], got[64], src[DERP_KEY_LEN], v;
+	size_t n = 9;
+
+	/* NotePreferred 0, 1 and any non-zero byte: fine, connection stays */
+	for (v = 0; v < 3; v++)
+		ASSERT_EQ(0,
+			  derpc_write_frame(&self->a, DERP_FRAME_NOTE_PREFERRED, &v, 1, WAIT_MS));
+	/* the largest allowed ping */
+	randombytes_buf(ping, sizeof(ping));
+	ASSERT_EQ(0, derpc_write_frame(&self->a, DERP_FRAME_PING, ping, sizeof(ping), WAIT_MS));
+	ASSERT_EQ(0, recv_type(&self->a, DERP_FRAME_PONG, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(8, n);
+	ASSERT_EQ(0, memcmp(got, ping, 8));
+	/* a SendPacket of just the key: an empty packet is relayed */
+	ASSERT_EQ(0, derpc_send_packet(&self->a, self->b.key.pub, NULL, 0));
+	ASSERT_EQ(0, derpc_recv_packet(&self->b, src, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(0, n);
+	ASSERT_EQ(0, memcmp(src, self->a.key.pub, DERP_KEY_LEN));
+}
+
+TEST_F(relay, client_frames_split_bytewise)
+{
+	uint8_t frame[DERP_FRAME_HEADER_LEN + DERP_KEY_LEN + 40], got[64], src[DERP_KEY_LEN];
+	size_t n = 0;
+
+	derpc_put_header(frame, DERP_FRAME_SEND_PACKET, DERP_KEY_LEN + 40);
+	memcpy(frame + DERP_FRAME_HEADER_LEN, self->b.key.pub, DERP_KEY_LEN);
+	randombytes_buf(frame + DERP_FRAME_HEADER_LEN + DERP_KEY_LEN, 40);
+	for (size_t i = 0; i < sizeof(frame); i++) {
+		ASSERT_EQ(0, derpc_write_raw(&self->a, frame + i, 1, WAIT_MS));
+		usleep(1000);
+	}
+	ASSERT_EQ(0, derpc_recv_packet(&self->b, src, got, sizeof(got), &n, WAIT_MS));
+	ASSERT_EQ(40, n);
+	ASSERT_EQ(0, memcmp(got, frame + DERP_FRAME_HEADER_LEN + DERP_KEY_LEN, 40));
+}
+
+TEST_F(relay, many_frames_in_one_write)
+{
+	enum { N = 30, PLEN = 100, FLEN = DERP_FRAME_HEADER_LEN + DERP_KEY_LEN + PLEN };
+	uint8_t buf[N * FLEN], got[PLEN + 8], src[DERP_KEY_LEN];
+
+	for (int i = 0; i < N; i++) {
+		uint8_t *f = buf + i * FLEN;
+
+		derpc_put_header(f, DERP_FRAME_SEND_PACKET, DERP_KEY_LEN + PLEN);
+		memcpy(f + DERP_FRAME_HEADER_LEN, self->b.key.pub, DERP_KEY_LEN);
+		memset(f + DERP_FRAME_HEADER_LEN + DERP_KEY_LEN, i, PLEN);
+	}
+	ASSERT_EQ(0, derpc_write_raw(&self->a, buf, sizeof(buf), WAIT_MS));
+	for (int i = 0; i < N; i++) {
+		size_t n = 0;
+
+		ASSERT_EQ(0, derpc_recv_packet(&self->b, src, got, sizeof(got), &n, WAIT_MS));
+		ASSERT_EQ(PLEN, n);
+		ASSERT_EQ(i, got[0]);
+		ASSERT_EQ(i, got[PLEN - 1]);
+	}
+}
+
 /* ---- plain HTTP endpoints ---- */
 
 static int http_get(struct __test_metadata *_metadata, const struct derp_daemon *d,
