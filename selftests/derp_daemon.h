@@ -297,6 +297,32 @@ static inline long dd_rss_kb(const struct derp_daemon *d)
 	return dd_status_kb(d, "VmRSS");
 }
 
+/*
+ * Is the server built with AddressSanitizer? Its allocator keeps freed
+ * memory in quarantine and per-thread caches, so RSS limits get slack.
+ */
+static inline bool dd_is_asan(const struct derp_daemon *d)
+{
+	char path[64], line[512];
+	bool asan = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)d->pid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	while (!asan && fgets(line, sizeof(line), f))
+		asan = strstr(line, "libasan") != NULL;
+	fclose(f);
+	return asan;
+}
+
+/* An RSS growth limit in kB for this server (x4 under ASan). */
+static inline long dd_rss_slack_kb(const struct derp_daemon *d, long kb)
+{
+	return dd_is_asan(d) ? 4 * kb : kb;
+}
+
 /* Number of open file descriptors of the server, or -1. */
 static inline int dd_fd_count(const struct derp_daemon *d)
 {
