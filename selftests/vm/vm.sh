@@ -10,8 +10,8 @@
 #
 # For each kernel: download the Debian package (apt-get download, cached in
 # $KDERP_OUTPUT/vm/kernels/), extract it (dpkg-deb -x), build an initramfs
-# (busybox-static, bash, the openssl CLI, the test programs and kderp's
-# binaries with every shared library ldd lists, the kTLS modules and their
+# (busybox-static, bash, the openssl CLI and a few GNU tools, the test programs
+# and kderp's binaries with every shared library ldd lists, the kTLS modules and their
 # dependencies), boot it with qemu (KVM if a probe boot works, else TCG) and
 # run the tests listed in selftests/vm/guest-tests. A guest that does not
 # power off within VM_TIMEOUT seconds is killed and reported as a failure.
@@ -47,6 +47,7 @@ mem=${VM_MEM:-1024}
 smp=${VM_SMP:-2}
 modules=${VM_MODULES:-gf128mul ghash-generic ctr gcm tls}
 qemu=${QEMU:-qemu-system-x86_64}
+host_tools="date timeout stat mktemp sort seq head tail wc cut tr sed grep awk ip ss"
 
 n=0
 npass=0
@@ -220,8 +221,12 @@ build_rootfs() {
 	done
 	add_file "$(command -v bash)" bin/bash || return 1
 	ln -sf /bin/bash "$stage/usr/bin/bash"
-	for f in openssl ${VM_EXTRA_TOOLS:-}; do
-		cmd=$(command -v "$f") && add_file "$cmd" "usr/bin/$f"
+	# Host tools whose GNU behaviour shell tests rely on (date +%N, timeout's
+	# exit 124, grep -P, iproute2's ip netns) replace the busybox applets.
+	for f in openssl $host_tools ${VM_EXTRA_TOOLS:-}; do
+		cmd=$(command -v "$f") || continue
+		rm -f "$stage"/{bin,sbin,usr/bin,usr/sbin}/"$f"
+		add_file "$cmd" "usr/bin/$f" || return 1
 	done
 	# The openssl CLI reads OPENSSLDIR/openssl.cnf (Debian: /usr/lib/ssl -> /etc/ssl).
 	f=$(openssl version -d 2>/dev/null | sed -n 's/^OPENSSLDIR: "\(.*\)"$/\1/p')
