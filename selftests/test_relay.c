@@ -657,8 +657,9 @@ TEST_F(relay, client_info_json_accepted)
 		"{\"version\":2,\"CanAckPings\":true,\"AppName\":\"x\",\"foo\":[1,{\"y\":null}]}",
 		"{\"version\":2,\"IsProber\":true,\"CanAckPings\":false}",
 		/* a well-formed mesh key that is not this server's: a regular client */
-		"{\"meshKey\":\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\","
-		"\"version\":2,\"CanAckPings\":true}",
+		("{\"meshKey\":"
+		 "\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\","
+		 "\"version\":2,\"CanAckPings\":true}"),
 	};
 	size_t pad = 200 << 10;
 	char *big = malloc(pad + 64);
