@@ -383,6 +383,8 @@ TEST_F(relay, upgrade_header_variants)
 		/* legacy clients said "websocket" but spoke raw DERP */
 		"GET /derp HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "
 		"websocket\r\n\r\n",
+		/* fast start only for exactly "1" */
+		"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nDerp-Fast-Start: true\r\n\r\n",
 		/* header names in any case, extra headers ignored */
 		"GET /derp HTTP/1.1\r\nhost: x\r\nUPGRADE: DERP\r\nconnection: upgrade\r\n"
 		"User-Agent: Go-http-client/1.1\r\nIdeal-Node: 900a\r\n\r\n",
