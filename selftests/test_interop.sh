@@ -5,7 +5,7 @@
 # built into $KDERP_OUTPUT/kderp-interop) against kderpd: over plain HTTP,
 # over TLS 1.3 with a self-signed certificate for derp1.test (dialled at
 # 127.0.0.1), where it also checks fast start and runs Tailscale's derpprobe,
-# and, if the server has --tls-max, over TLS 1.2.
+# if the server has --tls-max over TLS 1.2, and briefly over HTTP on [::1].
 #
 # Environment:
 #   KDERP_OUTPUT               build directory (exported by the Makefile)
@@ -57,10 +57,14 @@ else
 	tls_cases=("${cases[@]}" tlsversion faststart untrusted derpprobe)
 	tls12_cases=("${cases[@]}" tlsversion untrusted derpprobe)
 fi
+# A short plain-HTTP run on [::1] (default run only; skipped without IPv6).
+ipv6_cases=()
+[ -z "${KDERP_INTEROP_CASES:-}" ] && ipv6_cases=(sendrecv ping upgrade watch)
 cases+=(shutdown)
 tls_cases+=(shutdown)
 tls12_cases+=(shutdown)
-total=$((${#cases[@]} + ${#tls_cases[@]}))
+[ ${#ipv6_cases[@]} -gt 0 ] && ipv6_cases+=(shutdown)
+total=$((${#cases[@]} + ${#tls_cases[@]} + ${#ipv6_cases[@]}))
 [ "$tls12" = yes ] && total=$((total + ${#tls12_cases[@]}))
 
 tmp=$(mktemp -d)
@@ -104,24 +108,27 @@ log_tail() { # log_tail LOG
 	tail -n 25 "$1" | sed 's/^/#   /'
 }
 
-# start_daemon NAME ARGS...: start the server on a free port and wait for
-# it; a second port is tried if the first was taken meanwhile. Sets
-# $daemon_pid and $port; the log is $tmp/NAME.log.
+# start_daemon NAME ARGS...: start the server on a free port of $bind (an
+# IP, default 127.0.0.1) and wait for it; a second port is tried if the
+# first was taken meanwhile. Sets $daemon_pid and $port; the log is
+# $tmp/NAME.log.
+bind=127.0.0.1
 start_daemon() {
-	local name=$1 try
+	local name=$1 try addr=$bind
 	shift
+	[[ "$bind" == *:* ]] && addr="[$bind]"
 	for try in 1 2; do
 		port=$(free_port)
-		"$daemon" -a "127.0.0.1:$port" -c "$tmp/$name.key" --stun=false \
+		"$daemon" -a "$addr:$port" -c "$tmp/$name.key" --stun=false \
 			--mesh-psk-file "$tmp/mesh.key" "$@" \
 			"${daemon_args[@]}" >"$tmp/$name.log" 2>&1 &
 		daemon_pid=$!
 		pids+=("$daemon_pid")
 		for _ in $(seq 1 100); do
 			kill -0 "$daemon_pid" 2>/dev/null || break
-			wait_port 127.0.0.1 "$port" 1 && return 0
+			wait_port "$bind" "$port" 1 && return 0
 		done
-		echo "# $name server (try $try) did not listen on 127.0.0.1:$port"
+		echo "# $name server (try $try) did not listen on $addr:$port"
 		log_tail "$tmp/$name.log"
 		kill "$daemon_pid" 2>/dev/null
 	done
@@ -299,6 +306,22 @@ else
 	run_tls tls -- "${tls_version[@]}" -- "${tls_cases[@]}"
 	if [ "$tls12" = yes ]; then
 		run_tls tls12 --tls-max=1.2 -- -tls-version 1.2 -- "${tls12_cases[@]}"
+	fi
+fi
+
+# IPv6 loopback.
+if [ ${#ipv6_cases[@]} -gt 0 ]; then
+	if ! grep -qs '^0\{31\}1 .* lo$' /proc/net/if_inet6; then
+		skip_all ipv6 "no ::1 on lo" "${ipv6_cases[@]}"
+	else
+		bind=::1
+		if start_daemon ipv6; then
+			run_cases ipv6 "$tmp/ipv6.log" "$daemon_pid" "http://[::1]:$port/derp" -- \
+				"${ipv6_cases[@]}"
+		else
+			fail_all ipv6 "server did not start" "${ipv6_cases[@]}"
+		fi
+		bind=127.0.0.1
 	fi
 fi
 
