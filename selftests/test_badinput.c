@@ -273,16 +273,20 @@ static void slowloris(struct __test_metadata *_metadata, struct env *e, bool aft
 	const uint8_t *msg;
 	size_t msg_len;
 	int64_t t0, worst = 0;
-	long rss0, rss1;
+	long rss0, rss1, log0;
+	char addr0[32];
 	int open_n = SLOW_CONNS;
 
 	rss0 = dd_rss_kb(&e->d);
+	log0 = dd_log_size(&e->d);
 	for (int i = 0; i < SLOW_CONNS; i++) {
 		if (after_upgrade)
 			ASSERT_EQ(0, dd_upgraded(&e->d, &c[i]));
 		else
 			ASSERT_EQ(0, dd_dial(&e->d, &c[i]));
 		start[i] = derpc_now_ms();
+		if (i == 0)
+			dd_local_addr(&c[0], addr0, sizeof(addr0));
 		closed_at[i] = -1;
 	}
 	if (after_upgrade) {
@@ -335,6 +339,7 @@ static void slowloris(struct __test_metadata *_metadata, struct env *e, bool aft
 	ASSERT_GE(SETUP_DEADLINE_MS, worst);
 	rss1 = dd_rss_kb(&e->d);
 	ASSERT_GT(dd_rss_slack_kb(&e->d, 4096), rss1 - rss0);
+	check_logged(_metadata, e, log0, addr0);
 	check_healthy(_metadata, e);
 }
 
