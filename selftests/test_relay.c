@@ -772,10 +772,15 @@ static int http_get(struct __test_metadata *_metadata, const struct derp_daemon 
 TEST_F(relay, derp_without_upgrade_is_426)
 {
 	struct derpc_http_resp r;
+	char v[128];
 
 	ASSERT_EQ(0, http_get(_metadata, &self->d, "GET", "/derp", NULL, &r));
 	EXPECT_EQ(426, r.status);
 	EXPECT_STREQ("DERP requires connection upgrade\n", r.body);
+	EXPECT_EQ(0, derpc_http_header(r.head, "Content-Type", v, sizeof(v)));
+	EXPECT_STREQ("text/plain; charset=utf-8", v);
+	EXPECT_EQ(0, derpc_http_header(r.head, "X-Content-Type-Options", v, sizeof(v)));
+	EXPECT_STREQ("nosniff", v);
 	derpc_http_resp_free(&r);
 }
 
@@ -829,6 +834,8 @@ TEST_F(relay, generate_204_challenge)
 		ASSERT_EQ(0, http_get(_metadata, &self->d, "GET", "/generate_204", hdr, &r));
 		EXPECT_EQ(204, r.status);
 		EXPECT_EQ(0, r.body_len);
+		EXPECT_EQ(0, derpc_http_header(r.head, "Cache-Control", v, sizeof(v)));
+		EXPECT_STREQ("no-cache, no-store, must-revalidate, no-transform, max-age=0", v);
 		if (cases[i].answered) {
 			snprintf(want, sizeof(want), "response %s", cases[i].challenge);
 			EXPECT_EQ(0,
@@ -850,12 +857,20 @@ TEST_F(relay, unknown_path_is_home_page)
 {
 	static const char *const paths[] = {"/", "/no/such/page", "/derp/", "/derp/foo"};
 	struct derpc_http_resp r;
+	char v[512];
 
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		ASSERT_EQ(0, http_get(_metadata, &self->d, "GET", paths[i], NULL, &r));
 		if (r.status != 200)
 			TH_LOG("%s: status %d", paths[i], r.status);
 		EXPECT_EQ(200, r.status);
+		EXPECT_LT(0, r.body_len);
+		/* browser security headers on the home page */
+		EXPECT_EQ(0, derpc_http_header(r.head, "X-Frame-Options", v, sizeof(v)));
+		EXPECT_STREQ("DENY", v);
+		EXPECT_EQ(0, derpc_http_header(r.head, "X-Content-Type-Options", v, sizeof(v)));
+		EXPECT_STREQ("nosniff", v);
+		EXPECT_EQ(0, derpc_http_header(r.head, "Content-Security-Policy", v, sizeof(v)));
 		derpc_http_resp_free(&r);
 	}
 }
