@@ -134,12 +134,13 @@ func caseReconnect(ctx context.Context, e *env) error {
 	return again.expectQuiet(ctx, quiet)
 }
 
-// caseMany: 16 clients, 10 rounds; in each round every client sends one
-// packet to each of the others and every client must receive exactly one
-// from each, with the right source and contents. At most 15 packets wait
-// for any client, well below the server's queue depth.
+// caseMany: e.clients clients (16), 10 rounds; in each round every client
+// sends one packet to each of the others and every client must receive
+// exactly one from each, with the right source and contents. With 16, at
+// most 15 packets wait for any client, below the server's queue depth (more
+// clients can overflow it legitimately).
 func caseMany(ctx context.Context, e *env) error {
-	const n, rounds = 16, 10
+	n, rounds := e.clients, 10
 	names := make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("M%d", i)

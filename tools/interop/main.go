@@ -60,7 +60,7 @@ var cases = []testCase{
 	{"self", "a packet to one's own key comes back", caseSelf},
 	{"dupkey", "two connections with one key: newest or last sender receives", caseDupKey},
 	{"reconnect", "a client leaves and comes back with the same key", caseReconnect},
-	{"many", "16 clients all to all for 10 rounds", caseMany},
+	{"many", "16 (-clients) clients all to all for 10 rounds", caseMany},
 	{"watch", "mesh watcher sees PeerPresent/PeerGone; non-mesh watcher is cut (-meshkey)",
 		caseWatch},
 	{"tlsversion", "the TLS version is the one given by -tls-version (TLS only)",
@@ -80,6 +80,7 @@ type env struct {
 	meshKey key.DERPMesh  // the server's mesh key, for the watch case
 	tlsVer  uint16        // expected TLS version, 0 = not checked
 	packets int           // packet count for the order case
+	clients int           // client count for the many case
 	window  int           // packets in flight in the order case, 0 = unlimited
 	caseTO  time.Duration // per case timeout
 }
@@ -157,7 +158,7 @@ func usage() {
 	w := flag.CommandLine.Output()
 	fmt.Fprintf(w, "usage: %s [flags] case... | all\n\ncases:\n", os.Args[0])
 	for _, c := range cases {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.desc)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.desc)
 	}
 	fmt.Fprintf(w, "\nflags:\n")
 	flag.PrintDefaults()
@@ -171,6 +172,7 @@ func main() {
 	meshFile := flag.String("meshkey", "", "file with the server's mesh key (64 hex digits)")
 	timeout := flag.Duration("timeout", 20*time.Second, "timeout of each case")
 	packets := flag.Int("packets", 10000, "number of packets in the order case")
+	clients := flag.Int("clients", 16, "number of clients in the many case (2..1000)")
 	window := flag.Int("window", 16,
 		"packets in flight in the order case (below the server's queue depth), 0 = no limit")
 	verbose := flag.Bool("v", false, "log derphttp client messages to stderr")
@@ -191,6 +193,7 @@ func main() {
 		ip:      *ip,
 		netMon:  netmon.NewStatic(),
 		packets: *packets,
+		clients: min(max(*clients, 2), 1000),
 		window:  *window,
 		caseTO:  *timeout,
 		logf:    func(string, ...any) {},
