@@ -805,6 +805,7 @@ TEST_F(relay, probe_endpoints)
 			  http_get(_metadata, &self->d, "POST", paths[i], "Content-Length: 0\r\n",
 				   &r));
 		EXPECT_EQ(405, r.status);
+		EXPECT_STREQ("bogus probe method\n", r.body);
 		derpc_http_resp_free(&r);
 	}
 }
