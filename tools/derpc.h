@@ -159,9 +159,9 @@ int derpc_recv_frame(struct derpc *c, uint8_t *type, void *buf, size_t cap, size
 		     int timeout_ms);
 
 /*
- * Read frames until a RecvPacket arrives, skipping KeepAlive and anything
- * else except what the caller asks to see: returns 0 with the source key and
- * payload. Other frames are dropped silently.
+ * Read frames until a RecvPacket arrives and return its source key and
+ * packet (truncated to cap, *len = full length). Every other frame
+ * (KeepAlive, PeerGone, Pong, ...) is consumed and dropped.
  */
 int derpc_recv_packet(struct derpc *c, uint8_t src[DERP_KEY_LEN], void *buf, size_t cap,
 		      size_t *len, int timeout_ms);
