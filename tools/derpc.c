@@ -480,19 +480,28 @@ int derpc_build_client_info(const struct derpc_keypair *kp, const uint8_t server
 
 int derpc_send_client_info(struct derpc *c, const char *json)
 {
-	uint8_t buf[DERP_FRAME_HEADER_LEN + 4096];
-	int n;
+	const char *j = json ? json : DERPC_CLIENT_INFO_JSON;
+	size_t cap = DERP_FRAME_HEADER_LEN + DERP_KEY_LEN + DERP_NONCE_LEN + DERP_BOX_OVERHEAD +
+		strlen(j);
+	uint8_t *buf;
+	int n, err;
 
 	if (!c->have_server_key)
 		return -EINVAL;
-	n = derpc_build_client_info(&c->key, c->server_pub, json ? json : DERPC_CLIENT_INFO_JSON,
-				    buf + DERP_FRAME_HEADER_LEN,
-				    sizeof(buf) - DERP_FRAME_HEADER_LEN);
-	if (n < 0)
+	buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	n = derpc_build_client_info(&c->key, c->server_pub, j, buf + DERP_FRAME_HEADER_LEN,
+				    cap - DERP_FRAME_HEADER_LEN);
+	if (n < 0) {
+		free(buf);
 		return n;
+	}
 	derpc_put_header(buf, DERP_FRAME_CLIENT_INFO, (uint32_t)n);
-	return io_write_all(c, buf, DERP_FRAME_HEADER_LEN + (size_t)n,
-			    deadline_in(DERPC_DEFAULT_TIMEOUT_MS));
+	err = io_write_all(c, buf, DERP_FRAME_HEADER_LEN + (size_t)n,
+			   deadline_in(DERPC_DEFAULT_TIMEOUT_MS));
+	free(buf);
+	return err;
 }
 
 int derpc_read_server_info(struct derpc *c, int timeout_ms)
