@@ -12,6 +12,9 @@
 #   make vm-test VM_TESTS=ktls_openssl
 #   make vm-shell                    a shell in the guest on this terminal
 
+# Downloaded kernels are shared by the normal and the SAN=1 build.
+export VM_KERNEL_CACHE ?= $(abspath $(patsubst %/san,%,$(OUTPUT)))/vm/kernels
+
 VM_SRCS := $(wildcard selftests/vm/*.c)
 VM_BINS := $(patsubst selftests/vm/%.c,$(OUTPUT)/vm/%,$(VM_SRCS))
 KERNELS ?= 6.1

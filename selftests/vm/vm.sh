@@ -25,8 +25,10 @@
 #   KERNELS          kernels to test when none are given (default "6.1")
 #   VM_TESTS         only run guest tests whose name contains one of these words
 #   VM_ACCEL         kvm or tcg (default: probe KVM once, cache the verdict)
-#   VM_TIMEOUT       seconds per guest boot, all tests included (default 240)
-#   VM_TEST_TIMEOUT  seconds per guest test (default 120)
+#   VM_TIMEOUT       seconds per guest boot, all tests included (default 300)
+#   VM_TEST_TIMEOUT  seconds per guest test (default 150)
+#   VM_KERNEL_CACHE  where kernels are kept (default $KDERP_OUTPUT/vm/kernels;
+#                    vm.mk points SAN builds at the normal build's cache)
 #   VM_MEM, VM_SMP   guest memory in MiB (default 1024) and CPUs (default 2)
 #   VM_MODULES       modules to insmod, in order, dependencies added
 #                    (default "gf128mul ghash-generic ctr gcm tls")
@@ -40,9 +42,9 @@ root=$(cd "$here/../.." && pwd)
 : "${KDERP_OUTPUT:?KDERP_OUTPUT must point at the build output (make sets it)}"
 out=$(cd "$KDERP_OUTPUT" && pwd) || exit 1
 vmdir=$out/vm
-kdir=$vmdir/kernels
-timeout_vm=${VM_TIMEOUT:-240}
-timeout_test=${VM_TEST_TIMEOUT:-120}
+kdir=${VM_KERNEL_CACHE:-$vmdir/kernels}
+timeout_vm=${VM_TIMEOUT:-300}
+timeout_test=${VM_TEST_TIMEOUT:-150}
 mem=${VM_MEM:-1024}
 smp=${VM_SMP:-2}
 modules=${VM_MODULES:-gf128mul ghash-generic ctr gcm tls}
@@ -498,11 +500,12 @@ main() {
 			finish
 		fi
 	done
-	mkdir -p "$vmdir"
+	mkdir -p "$vmdir" "$kdir"
 	trap 'stop_guest; exit 1' INT TERM HUP
-	exec 9>"$vmdir/.lock"
+	# One run at a time per kernel cache (shared by the normal and SAN builds).
+	exec 9>"$kdir/.lock"
 	if ! flock -w 900 9; then
-		ktap fail vm "another vm.sh holds $vmdir/.lock"
+		ktap fail vm "another vm.sh holds $kdir/.lock"
 		finish
 	fi
 
