@@ -396,3 +396,89 @@ func caseSlowPeer(ctx context.Context, e *env) error {
 	fmt.Printf("# slowpeer: S closed by the server after %d bytes (%v)\n", n, err)
 	return nil
 }
+
+// casePresentFlags: the flags in PeerPresent say how each client connected:
+// 0x02 mesh key (the watcher itself), 0x04 IsProber, 0x08 for a region
+// client that reached the server as a node other than its region's first
+// (TLS only: it sends Ideal-Node), combined when several apply.
+func casePresentFlags(ctx context.Context, e *env) error {
+	if e.meshKey.IsZero() {
+		return errSkip{"no -meshkey"}
+	}
+	w, err := connectPeerWith(ctx, e, "W", key.NewNode(), func(c *derphttp.Client) {
+		c.MeshKey = e.meshKey
+		c.WatchConnectionChanges = true
+	})
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	/* present waits for PeerPresent(p) and checks its flags. */
+	present := func(name string, k key.NodePublic, want derp.PeerPresentFlags) error {
+		for {
+			m, err := w.next(ctx)
+			if err != nil {
+				return fmt.Errorf("W: waiting for PeerPresent(%s): %w", name, err)
+			}
+			switch m := m.(type) {
+			case derp.PeerPresentMessage:
+				if m.Key != k {
+					continue /* a client of an earlier case */
+				}
+				if m.Flags != want {
+					return fmt.Errorf("W: PeerPresent(%s) flags %#02x, want %#02x",
+						name, m.Flags, want)
+				}
+				return nil
+			case derp.PeerGoneMessage:
+				continue
+			default:
+				return fmt.Errorf("W: got %s, want PeerPresent(%s)", describe(m), name)
+			}
+		}
+	}
+	if err := present("W itself", w.pub, derp.PeerPresentIsMeshPeer); err != nil {
+		return err
+	}
+	clients := []struct {
+		name  string
+		setup func(*derphttp.Client)
+		want  derp.PeerPresentFlags
+	}{
+		{"prober", func(c *derphttp.Client) { c.IsProber = true }, derp.PeerPresentIsProber},
+		{"mesh prober", func(c *derphttp.Client) {
+			c.IsProber = true
+			c.MeshKey = e.meshKey
+		}, derp.PeerPresentIsProber | derp.PeerPresentIsMeshPeer},
+		{"regular", nil, derp.PeerPresentIsRegular},
+	}
+	for _, cl := range clients {
+		p, err := connectPeerWith(ctx, e, cl.name, key.NewNode(), cl.setup)
+		if err != nil {
+			return err
+		}
+		err = present(cl.name, p.pub, cl.want)
+		p.close()
+		if err != nil {
+			return err
+		}
+	}
+	if !e.tls() || e.ip == "" {
+		return nil
+	}
+
+	/* A region whose first node refuses connections. */
+	l, err := net.Listen("tcp", net.JoinHostPort(e.ip, "0"))
+	if err != nil {
+		return err
+	}
+	dead := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	priv := key.NewNode()
+	c := e.newRegionClient(priv, e.node("900dead", dead), e.node("900b", e.port()))
+	defer c.Close()
+	if err := c.Connect(ctx); err != nil {
+		return fmt.Errorf("not-ideal client: connect: %w", err)
+	}
+	return present("not-ideal client", priv.Public(), derp.PeerPresentNotIdeal)
+}

@@ -63,6 +63,8 @@ var cases = []testCase{
 	{"many", "16 (-clients) clients all to all for 10 rounds", caseMany},
 	{"watch", "mesh watcher sees PeerPresent/PeerGone; non-mesh watcher is cut (-meshkey)",
 		caseWatch},
+	{"presentflags", "PeerPresent flags: mesh peer, prober, not-ideal node (-meshkey)",
+		casePresentFlags},
 	{"tlsversion", "the TLS version is the one given by -tls-version (TLS only)",
 		caseTLSVersion},
 	{"faststart", "TLS 1.3 meta cert and Derp-Fast-Start: 1 (TLS only)", caseFastStart},
@@ -113,22 +115,7 @@ func (e *env) dialAddr() string {
 func (e *env) newClient(priv key.NodePrivate) (*derphttp.Client, error) {
 	var c *derphttp.Client
 	if e.tls() && e.ip != "" {
-		region := &tailcfg.DERPRegion{
-			RegionID:   900,
-			RegionCode: "kderp",
-			RegionName: "kderp interop",
-			Nodes: []*tailcfg.DERPNode{{
-				Name:     "900a",
-				RegionID: 900,
-				HostName: e.url.Hostname(),
-				IPv4:     e.ip,
-				IPv6:     "none",
-				DERPPort: e.port(),
-				STUNPort: -1,
-			}},
-		}
-		c = derphttp.NewRegionClient(priv, e.logf, e.netMon,
-			func() *tailcfg.DERPRegion { return region })
+		c = e.newRegionClient(priv, e.node("900a", e.port()))
 	} else {
 		var err error
 		c, err = derphttp.NewClient(priv, e.url.String(), e.logf, e.netMon)
@@ -140,6 +127,34 @@ func (e *env) newClient(priv key.NodePrivate) (*derphttp.Client, error) {
 		c.TLSConfig = &tls.Config{RootCAs: e.roots}
 	}
 	return c, nil
+}
+
+// node is a DERP map entry for the server under test, reached on port.
+func (e *env) node(name string, port int) *tailcfg.DERPNode {
+	return &tailcfg.DERPNode{
+		Name:     name,
+		RegionID: 900,
+		HostName: e.url.Hostname(),
+		IPv4:     e.ip,
+		IPv6:     "none",
+		DERPPort: port,
+		STUNPort: -1,
+	}
+}
+
+// newRegionClient is a TLS client for region 900 made of nodes, tried in
+// order, trusting only e.roots.
+func (e *env) newRegionClient(priv key.NodePrivate, nodes ...*tailcfg.DERPNode) *derphttp.Client {
+	region := &tailcfg.DERPRegion{
+		RegionID:   900,
+		RegionCode: "kderp",
+		RegionName: "kderp interop",
+		Nodes:      nodes,
+	}
+	c := derphttp.NewRegionClient(priv, e.logf, e.netMon,
+		func() *tailcfg.DERPRegion { return region })
+	c.TLSConfig = &tls.Config{RootCAs: e.roots}
+	return c
 }
 
 func loadRoots(path string) (*x509.CertPool, error) {
