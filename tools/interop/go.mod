@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: MIT
+
 module kderp/tools/interop
 
 go 1.26.6
