@@ -458,6 +458,8 @@ run_kernel() {
 	grep -a -e '^KDERP-VM-BOOT' -e '^KDERP-VM-DONE' "$res" | sed 's/^/# /'
 	grep -a '^KDERP-VM-MODULE' "$res" | grep -v 'rc=0' | sed 's/^/# insmod failed: /'
 
+	f=$(grep -ac 'WARNING:' "$console")
+	[ "$f" -gt 0 ] && note "kernel console has $f WARNING lines, see $console"
 	local why=
 	if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
 		why="guest killed after ${timeout_vm}s (hung)"
