@@ -14,6 +14,8 @@
  *   TLS 1.3 AES-GCM   send offloaded, recv stays in OpenSSL (3.0 has no
  *                     TLS 1.3 RX offload; 3.2+ may offload it)
  *   SSL_OP_ENABLE_KTLS unset: nothing offloaded, tls_stat does not move
+ *   only the server offloads: kernel records decrypt in OpenSSL and back
+ *   TLS 1.3 KeyUpdate: breaks the direction whose send side is in the kernel
  *   no TLS ULP in the kernel (CONFIG_TLS unset, e.g. the 6.18 dev host):
  *                     OpenSSL falls back to userspace TLS silently
  *
@@ -254,14 +256,18 @@ FIXTURE(ktls_openssl)
 	struct tls_stat before;
 };
 
+#define KTLS_SERVER 1
+#define KTLS_CLIENT 2
+#define KTLS_BOTH (KTLS_SERVER | KTLS_CLIENT)
+
 FIXTURE_VARIANT(ktls_openssl)
 {
 	int version; /* TLS1_2_VERSION or TLS1_3_VERSION */
 	const char *cipher; /* TLS 1.2 cipher list or TLS 1.3 ciphersuite */
 	const char *expect; /* SSL_CIPHER_get_name() after the handshake */
-	bool enable_ktls; /* SSL_OP_ENABLE_KTLS on both ends */
-	bool send; /* expected BIO_get_ktls_send on both ends */
-	bool recv; /* expected BIO_get_ktls_recv on both ends */
+	int ktls_ends; /* KTLS_SERVER | KTLS_CLIENT: ends with SSL_OP_ENABLE_KTLS */
+	bool send; /* expected BIO_get_ktls_send on those ends */
+	bool recv; /* expected BIO_get_ktls_recv on those ends */
 	bool fallback; /* runs only where the kernel has no TLS ULP */
 };
 
@@ -269,7 +275,7 @@ FIXTURE_VARIANT_ADD(ktls_openssl, tls12_aes128_gcm){
 	.version = TLS1_2_VERSION,
 	.cipher = "ECDHE-ECDSA-AES128-GCM-SHA256",
 	.expect = "ECDHE-ECDSA-AES128-GCM-SHA256",
-	.enable_ktls = true,
+	.ktls_ends = KTLS_BOTH,
 	.send = true,
 	.recv = true,
 };
@@ -278,7 +284,7 @@ FIXTURE_VARIANT_ADD(ktls_openssl, tls12_aes256_gcm){
 	.version = TLS1_2_VERSION,
 	.cipher = "ECDHE-ECDSA-AES256-GCM-SHA384",
 	.expect = "ECDHE-ECDSA-AES256-GCM-SHA384",
-	.enable_ktls = true,
+	.ktls_ends = KTLS_BOTH,
 	.send = true,
 	.recv = true,
 };
@@ -287,9 +293,32 @@ FIXTURE_VARIANT_ADD(ktls_openssl, tls13_aes128_gcm){
 	.version = TLS1_3_VERSION,
 	.cipher = "TLS_AES_128_GCM_SHA256",
 	.expect = "TLS_AES_128_GCM_SHA256",
-	.enable_ktls = true,
+	.ktls_ends = KTLS_BOTH,
 	.send = true,
 	/* OpenSSL 3.0 and 3.1 never offload TLS 1.3 receive. */
+	.recv = false,
+};
+
+/*
+ * Only the server offloads: what the kernel encrypts is decrypted by
+ * OpenSSL in user space and the other way round, so the two record layers
+ * check each other.
+ */
+FIXTURE_VARIANT_ADD(ktls_openssl, tls12_server_only){
+	.version = TLS1_2_VERSION,
+	.cipher = "ECDHE-ECDSA-AES128-GCM-SHA256",
+	.expect = "ECDHE-ECDSA-AES128-GCM-SHA256",
+	.ktls_ends = KTLS_SERVER,
+	.send = true,
+	.recv = true,
+};
+
+FIXTURE_VARIANT_ADD(ktls_openssl, tls13_server_only){
+	.version = TLS1_3_VERSION,
+	.cipher = "TLS_AES_256_GCM_SHA384",
+	.expect = "TLS_AES_256_GCM_SHA384",
+	.ktls_ends = KTLS_SERVER,
+	.send = true,
 	.recv = false,
 };
 
@@ -297,7 +326,16 @@ FIXTURE_VARIANT_ADD(ktls_openssl, tls12_ktls_off){
 	.version = TLS1_2_VERSION,
 	.cipher = "ECDHE-ECDSA-AES128-GCM-SHA256",
 	.expect = "ECDHE-ECDSA-AES128-GCM-SHA256",
-	.enable_ktls = false,
+	.ktls_ends = 0,
+	.send = false,
+	.recv = false,
+};
+
+FIXTURE_VARIANT_ADD(ktls_openssl, tls13_ktls_off){
+	.version = TLS1_3_VERSION,
+	.cipher = "TLS_AES_128_GCM_SHA256",
+	.expect = "TLS_AES_128_GCM_SHA256",
+	.ktls_ends = 0,
 	.send = false,
 	.recv = false,
 };
@@ -306,7 +344,7 @@ FIXTURE_VARIANT_ADD(ktls_openssl, tls12_no_ulp_fallback){
 	.version = TLS1_2_VERSION,
 	.cipher = "ECDHE-ECDSA-AES128-GCM-SHA256",
 	.expect = "ECDHE-ECDSA-AES128-GCM-SHA256",
-	.enable_ktls = true,
+	.ktls_ends = KTLS_BOTH,
 	.send = false,
 	.recv = false,
 	.fallback = true,
@@ -324,7 +362,7 @@ static SSL_CTX *make_ctx(struct __test_metadata *_metadata, FIXTURE_DATA(ktls_op
 		ASSERT_EQ(1, SSL_CTX_set_ciphersuites(ctx, v->cipher));
 	else
 		ASSERT_EQ(1, SSL_CTX_set_cipher_list(ctx, v->cipher));
-	if (v->enable_ktls)
+	if (v->ktls_ends & (server ? KTLS_SERVER : KTLS_CLIENT))
 		SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
 	else
 		SSL_CTX_clear_options(ctx, SSL_OP_ENABLE_KTLS);
@@ -353,7 +391,7 @@ FIXTURE_SETUP(ktls_openssl)
 			SKIP(return, "kernel has the TLS ULP; the fallback runs only without it");
 		ASSERT_EQ(0, tls_stat_read(&self->before));
 		self->have_stat = true;
-	} else if (v->enable_ktls && !v->fallback) {
+	} else if (v->ktls_ends && !v->fallback) {
 		SKIP(return, "kernel has no TLS ULP (CONFIG_TLS unset or tls.ko not loaded)");
 	}
 	ASSERT_EQ(0, make_cert(&self->pkey, &self->cert));
@@ -390,7 +428,7 @@ TEST_F(ktls_openssl, offload)
 	const FIXTURE_VARIANT(ktls_openssl) *v = VARIANT(ktls_openssl);
 	SSL *ends[2] = {self->srv, self->cli};
 	const char *names[2] = {"server", "client"};
-	bool want_recv = v->recv;
+	bool want_recv;
 	struct tls_stat after;
 	int n_send = 0, n_recv = 0;
 
@@ -405,17 +443,19 @@ TEST_F(ktls_openssl, offload)
 	ASSERT_EQ(0, transfer(self->srv, self->cli, 3));
 
 	for (int i = 0; i < 2; i++) {
+		bool on = v->ktls_ends & (i == 0 ? KTLS_SERVER : KTLS_CLIENT);
 		int s = BIO_get_ktls_send(SSL_get_wbio(ends[i]));
 		int r = BIO_get_ktls_recv(SSL_get_rbio(ends[i]));
 
+		want_recv = on && v->recv;
 		TH_LOG("%s %s: ktls_send=%d ktls_recv=%d", names[i], SSL_get_version(ends[i]), s,
 		       r);
 		n_send += !!s;
 		n_recv += !!r;
-		ASSERT_EQ(v->send, !!s);
+		ASSERT_EQ(on && v->send, !!s);
 #if OPENSSL_VERSION_NUMBER >= 0x30200000L
 		/* Newer OpenSSL may offload TLS 1.3 receive too; both are fine there. */
-		if (v->version == TLS1_3_VERSION && v->enable_ktls && r)
+		if (v->version == TLS1_3_VERSION && on && r)
 			want_recv = true;
 #endif
 		ASSERT_EQ(want_recv, !!r);
@@ -434,6 +474,65 @@ TEST_F(ktls_openssl, offload)
 		ASSERT_LE(n_send, after.tx_sw - self->before.tx_sw);
 		ASSERT_LE(n_recv, after.rx_sw - self->before.rx_sw);
 	}
+}
+
+/*
+ * TLS 1.3 KeyUpdate with update_requested, sent by the client: both ends
+ * must switch to new send keys. With OpenSSL 3.0 an end whose send side is
+ * in the kernel goes on encrypting with the old key (OpenSSL does not hand
+ * the new key to the kernel), so its peer fails to decrypt what follows:
+ *
+ *   client kTLS TX   the client's own data after its KeyUpdate is unreadable
+ *   server kTLS TX   the server's data after the KeyUpdate is unreadable
+ *   neither          both directions keep working (the control)
+ *
+ * The peer gets well-formed records it cannot authenticate ("bad record
+ * mac") and the connection dies. For kderpd this means a
+ * TLS 1.3 client that sends KeyUpdate loses its own connection (Tailscale's
+ * Go client never does). Pinned for OpenSSL 3.0/3.1; if a later OpenSSL or
+ * kernel fixes it, this fails and Documentation/ktls.md needs an update.
+ */
+TEST_F(ktls_openssl, peer_key_update)
+{
+	const FIXTURE_VARIANT(ktls_openssl) *v = VARIANT(ktls_openssl);
+	bool srv_tx, cli_tx;
+	int r1, r2 = -1;
+
+	if (v->version != TLS1_3_VERSION)
+		SKIP(return, "KeyUpdate exists only in TLS 1.3");
+	ASSERT_EQ(0, handshake(self->cli, self->srv, self->fds[0], self->fds[1]));
+	ASSERT_EQ(0, transfer(self->srv, self->cli, 1));
+	srv_tx = BIO_get_ktls_send(SSL_get_wbio(self->srv));
+	cli_tx = BIO_get_ktls_send(SSL_get_wbio(self->cli));
+
+	ASSERT_EQ(1, SSL_key_update(self->cli, SSL_KEY_UPDATE_REQUESTED));
+	r1 = transfer(self->cli, self->srv, 2);
+	log_ssl_errors();
+	if (r1 == 0) {
+		r2 = transfer(self->srv, self->cli, 3);
+		log_ssl_errors();
+	}
+	TH_LOG("kTLS TX server=%d client=%d: client->server %s, server->client %s", srv_tx, cli_tx,
+	       r1 ? "broken" : "ok",
+	       r1	    ? "not tried"
+		       : r2 ? "broken"
+			    : "ok");
+#if OPENSSL_VERSION_NUMBER < 0x30200000L
+	if (cli_tx) {
+		ASSERT_NE(0, r1);
+	} else {
+		ASSERT_EQ(0, r1);
+		if (srv_tx)
+			ASSERT_NE(0, r2);
+		else
+			ASSERT_EQ(0, r2);
+	}
+#else
+	if (srv_tx || cli_tx)
+		SKIP(return, "KeyUpdate over kTLS TX is pinned for OpenSSL 3.0/3.1 only");
+	ASSERT_EQ(0, r1);
+	ASSERT_EQ(0, r2);
+#endif
 }
 
 TEST_HARNESS_MAIN
