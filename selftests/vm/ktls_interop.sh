@@ -6,7 +6,8 @@
 # really carried the records.
 #
 # For each TLS version it runs selftests/test_interop.sh with the server at
-# --tls-max=VERSION (KTLS_INTEROP_CASES overrides the cases) and compares the tls_stat counters before and after:
+# --tls-max=VERSION (KTLS_INTEROP_CASES overrides the cases) and compares
+# the tls_stat counters before and after:
 #   TlsTxSw grows             kderpd moved TLS send into the kernel
 #   TlsRxSw grows (1.2)       ... and receive, for TLS 1.2
 #   TlsRxSw unchanged (1.3)   OpenSSL 3.0/3.1 keep TLS 1.3 receive in user space

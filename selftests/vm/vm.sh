@@ -10,10 +10,10 @@
 #
 # For each kernel: download the Debian package (apt-get download, cached in
 # $KDERP_OUTPUT/vm/kernels/), extract it (dpkg-deb -x), build an initramfs
-# (busybox-static, bash, the openssl CLI and a few GNU tools, the test programs
-# and kderp's binaries with every shared library ldd lists, the kTLS modules and their
-# dependencies), boot it with qemu (KVM if a probe boot works, else TCG) and
-# run the tests listed in selftests/vm/guest-tests. A guest that does not
+# (busybox-static, bash, the openssl CLI, a few GNU tools, the test programs
+# and kderp's binaries, each with the shared libraries ldd lists, and the kTLS
+# modules with their dependencies), boot it with qemu (KVM if a probe boot
+# works, else TCG) and run the tests listed in selftests/vm/guest-tests. A guest that does not
 # power off within VM_TIMEOUT seconds is killed and reported as a failure.
 #
 # Output is KTAP: per kernel one "boot" line and one line per guest test, the
@@ -32,7 +32,9 @@
 #   VM_MEM, VM_SMP   guest memory in MiB (default 1024) and CPUs (default 2)
 #   VM_MODULES       modules to insmod, in order, dependencies added
 #                    (default "gf128mul ghash-generic ctr gcm tls")
+#   VM_EXTRA_TOOLS   more host commands to copy into the guest's /usr/bin
 #   VM_PVH=0         boot the bzImage even where a PVH vmlinux could be used
+#   QEMU             the qemu binary (default qemu-system-x86_64)
 #   VM_SHELL=1       boot the first kernel with a shell on this terminal
 set -u
 
@@ -355,8 +357,8 @@ pick_accel() {
 	rm -rf "$pst"
 	mkdir -p "$pst/bin" "$pst/proc"
 	cp "$(command -v busybox)" "$pst/bin/busybox"
-	printf '#!/bin/busybox sh\n/bin/busybox echo KDERP-VM-PROBE-OK >/dev/ttyS1\n/bin/busybox poweroff -f\n' \
-		>"$pst/init"
+	printf '%s\n' '#!/bin/busybox sh' '/bin/busybox echo KDERP-VM-PROBE-OK >/dev/ttyS1' \
+		'/bin/busybox poweroff -f' >"$pst/init"
 	chmod 755 "$pst/init"
 	(cd "$pst" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1) >"$probe"
 	local accel=tcg
@@ -417,7 +419,8 @@ run_kernel() {
 	vmlinuz=$(ls "$pkgdir"/boot/vmlinuz-* 2>/dev/null | head -n 1)
 	kname=${vmlinuz##*/vmlinuz-}
 	kname=${kname%-amd64}
-	note "kernel $spec: $(basename "$pkgdir") $(cat "$pkgdir/.version" 2>/dev/null) (fetch ${t_fetch}s)"
+	note "kernel $spec: $(basename "$pkgdir") $(cat "$pkgdir/.version" 2>/dev/null)" \
+		"(fetch ${t_fetch}s)"
 	if [ -z "$vmlinuz" ]; then
 		ktap fail "$kname/boot" "no vmlinuz in $(basename "$pkgdir")"
 		return
@@ -454,7 +457,10 @@ run_kernel() {
 	for f in "$res" "$console"; do
 		tr -d '\r' <"$f" >"$f.tmp" && mv "$f.tmp" "$f"
 	done
-	note "qemu $accel, $([ "$image" = "$vmlinuz" ] && echo bzImage || echo PVH vmlinux): ${t_boot}s boot+tests (initramfs ${t_ird}s, $(du -k "$initrd" | cut -f1) KiB), rc=$qrc"
+	local kind="PVH vmlinux"
+	[ "$image" = "$vmlinuz" ] && kind=bzImage
+	note "qemu $accel, $kind: ${t_boot}s boot+tests" \
+		"(initramfs ${t_ird}s, $(du -k "$initrd" | cut -f1) KiB), rc=$qrc"
 	grep -a -e '^KDERP-VM-BOOT' -e '^KDERP-VM-DONE' "$res" | sed 's/^/# /'
 	grep -a '^KDERP-VM-MODULE' "$res" | grep -v 'rc=0' | sed 's/^/# insmod failed: /'
 
