@@ -30,46 +30,13 @@
 
 #include <openssl/ssl.h>
 
-#define DERP_MAGIC "DERP\xf0\x9f\x94\x91"
-#define DERP_MAGIC_LEN 8
-#define DERP_FRAME_HEADER_LEN 5
-#define DERP_KEY_LEN 32
-#define DERP_NONCE_LEN 24
-#define DERP_BOX_OVERHEAD 16
-#define DERP_MAX_PACKET_SIZE 65536
+#include "derp_wire.h"
+
+/* Client-side names and limits (derp-protocol: a client caps received frames). */
+#define DERP_FRAME_HEADER_LEN DERP_FRAME_HDR_LEN
+#define DERP_MAX_CLIENT_INFO_LEN DERP_MAX_CLIENTINFO_LEN
 #define DERP_MAX_INFO_LEN (1 << 20)
-#define DERP_MAX_CLIENT_INFO_LEN (256 << 10)
-#define DERP_MAX_FRAME_LEN (1 << 20) /* client-side cap on any received frame */
-#define DERP_PING_LEN 8
-
-enum derp_frame_type {
-	DERP_FRAME_SERVER_KEY = 0x01,
-	DERP_FRAME_CLIENT_INFO = 0x02,
-	DERP_FRAME_SERVER_INFO = 0x03,
-	DERP_FRAME_SEND_PACKET = 0x04,
-	DERP_FRAME_RECV_PACKET = 0x05,
-	DERP_FRAME_KEEP_ALIVE = 0x06,
-	DERP_FRAME_NOTE_PREFERRED = 0x07,
-	DERP_FRAME_PEER_GONE = 0x08,
-	DERP_FRAME_PEER_PRESENT = 0x09,
-	DERP_FRAME_FORWARD_PACKET = 0x0a,
-	DERP_FRAME_WATCH_CONNS = 0x10,
-	DERP_FRAME_CLOSE_PEER = 0x11,
-	DERP_FRAME_PING = 0x12,
-	DERP_FRAME_PONG = 0x13,
-	DERP_FRAME_HEALTH = 0x14,
-	DERP_FRAME_RESTARTING = 0x15,
-};
-
-enum derp_peer_gone_reason {
-	DERP_PEER_GONE_DISCONNECTED = 0x00,
-	DERP_PEER_GONE_NOT_HERE = 0x01,
-};
-
-/* Disco packets start with "TS" + U+1F4AC and are at least 62 bytes. */
-#define DERP_DISCO_MAGIC "TS\xf0\x9f\x92\xac"
-#define DERP_DISCO_MAGIC_LEN 6
-#define DERP_DISCO_MIN_LEN 62
+#define DERP_MAX_FRAME_LEN (1 << 20)
 
 /* The JSON a current client sends in ClientInfo. */
 #define DERPC_CLIENT_INFO_JSON "{\"version\":2,\"CanAckPings\":true}"
