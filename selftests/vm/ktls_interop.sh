@@ -73,8 +73,10 @@ for v in "${versions[@]}"; do
 	tx0=$(tls_stat TlsTxSw)
 	rx0=$(tls_stat TlsRxSw)
 	de0=$(tls_stat TlsDecryptError)
+	# TCG is slow and the host may be busy: twice the per-case timeout.
 	KDERP_INTEROP_DAEMON_ARGS="$args ${KDERP_INTEROP_DAEMON_ARGS:-}" \
-		KDERP_INTEROP_CASES="$vcases" "$dir/test_interop.sh" >"$tmp" 2>&1
+		KDERP_INTEROP_CASES="$vcases" KDERP_INTEROP_TIMEOUT=${KDERP_INTEROP_TIMEOUT:-40} \
+		"$dir/test_interop.sh" >"$tmp" 2>&1
 	rc=$?
 	dtx=$(($(tls_stat TlsTxSw) - tx0))
 	drx=$(($(tls_stat TlsRxSw) - rx0))
