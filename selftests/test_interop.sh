@@ -53,7 +53,7 @@ if [ -n "${KDERP_INTEROP_CASES:-}" ]; then
 	tls12_cases=("${cases[@]}")
 else
 	cases=(sendrecv three ping peergone peergone-scope nothere upgrade frames order bulk
-		slowpeer self dupkey reconnect many watch presentflags)
+		slowpeer self dupkey reconnect many watch presentflags meshframes)
 	tls_cases=("${cases[@]}" tlsversion faststart untrusted derpprobe)
 	tls12_cases=("${cases[@]}" tlsversion untrusted derpprobe)
 fi

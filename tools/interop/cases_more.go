@@ -482,3 +482,90 @@ func casePresentFlags(ctx context.Context, e *env) error {
 	}
 	return present("not-ideal client", priv.Public(), derp.PeerPresentNotIdeal)
 }
+
+// expectClosed requires the server to close p's connection within 5 s,
+// with no message other than KeepAlive before that.
+func (p *peer) expectClosed(ctx context.Context, why string) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := p.next(cctx)
+	switch {
+	case err == nil:
+		return fmt.Errorf("%s: got %s, want the connection closed (%s)", p.name,
+			describe(m), why)
+	case cctx.Err() != nil:
+		return fmt.Errorf("%s: connection still open 5 s after %s", p.name, why)
+	}
+	return nil
+}
+
+// caseMeshFrames: the frames only mesh peers may send. ForwardPacket
+// delivers with the embedded source key, answers a disco packet for an
+// unknown key with PeerGone(NotHere) to the mesh peer, and ClosePeer closes
+// the target's connection. A client without the mesh key that sends either
+// frame is disconnected.
+func caseMeshFrames(ctx context.Context, e *env) error {
+	if e.meshKey.IsZero() {
+		return errSkip{"no -meshkey"}
+	}
+	m, err := connectPeerWith(ctx, e, "M", key.NewNode(), func(c *derphttp.Client) {
+		c.MeshKey = e.meshKey
+	})
+	if err != nil {
+		return err
+	}
+	defer m.close()
+	ps, err := connectPeers(ctx, e, "B", "N1", "N2")
+	if err != nil {
+		return err
+	}
+	defer closeAll(ps)
+	b, n1, n2 := ps[0], ps[1], ps[2]
+
+	x := &peer{name: "X (forwarded source)", pub: key.NewNode().Public()}
+	data := plainPacket(400)
+	if err := m.c.ForwardPacket(x.pub, b.pub, data); err != nil {
+		return fmt.Errorf("M: forward: %w", err)
+	}
+	if err := b.expectPacket(ctx, x, data); err != nil {
+		return err
+	}
+	unknown := key.NewNode().Public()
+	if err := m.c.ForwardPacket(x.pub, unknown, discoPacket()); err != nil {
+		return fmt.Errorf("M: forward: %w", err)
+	}
+	msg, err := m.next(ctx)
+	if err != nil {
+		return fmt.Errorf("M: waiting for PeerGone(NotHere) after a forward: %w", err)
+	}
+	if pg, ok := msg.(derp.PeerGoneMessage); !ok || pg.Peer != unknown ||
+		pg.Reason != derp.PeerGoneReasonNotHere {
+		return fmt.Errorf("M: got %s, want PeerGone(%s, reason 0x01)", describe(msg),
+			unknown.ShortString())
+	}
+	if err := m.c.ClosePeer(b.pub); err != nil {
+		return fmt.Errorf("M: close peer: %w", err)
+	}
+	if err := b.expectClosed(ctx, "M's ClosePeer"); err != nil {
+		return err
+	}
+	if err := m.expectQuiet(ctx, 200*time.Millisecond); err != nil {
+		return err
+	}
+
+	/* Without the key. */
+	if err := n1.c.ForwardPacket(x.pub, m.pub, plainPacket(100)); err != nil {
+		return fmt.Errorf("N1: forward: %w", err)
+	}
+	if err := n1.expectClosed(ctx, "a ForwardPacket without the mesh key"); err != nil {
+		return err
+	}
+	if err := n2.c.ClosePeer(m.pub); err != nil {
+		return fmt.Errorf("N2: close peer: %w", err)
+	}
+	if err := n2.expectClosed(ctx, "a ClosePeer without the mesh key"); err != nil {
+		return err
+	}
+	/* M, the target of both, is untouched and got nothing. */
+	return m.expectQuiet(ctx, quiet)
+}

@@ -63,6 +63,8 @@ var cases = []testCase{
 	{"many", "16 (-clients) clients all to all for 10 rounds", caseMany},
 	{"watch", "mesh watcher sees PeerPresent/PeerGone; non-mesh watcher is cut (-meshkey)",
 		caseWatch},
+	{"meshframes", "ForwardPacket and ClosePeer from a mesh peer; refused without the key",
+		caseMeshFrames},
 	{"presentflags", "PeerPresent flags: mesh peer, prober, not-ideal node (-meshkey)",
 		casePresentFlags},
 	{"tlsversion", "the TLS version is the one given by -tls-version (TLS only)",

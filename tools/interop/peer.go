@@ -66,9 +66,16 @@ func connectPeerWith(ctx context.Context, e *env, name string, priv key.NodePriv
 		p.close()
 		return nil, fmt.Errorf("%s: waiting for ServerInfo: %w", name, err)
 	}
-	if _, ok := m.(derp.ServerInfoMessage); !ok {
+	si, ok := m.(derp.ServerInfoMessage)
+	if !ok {
 		p.close()
 		return nil, fmt.Errorf("%s: first message is %s, want ServerInfo", name, describe(m))
+	}
+	/* Tailscale clients drop their own packets beyond an advertised rate. */
+	if si.TokenBucketBytesPerSecond != 0 || si.TokenBucketBytesBurst != 0 {
+		p.close()
+		return nil, fmt.Errorf("%s: ServerInfo advertises a token bucket (%d B/s, burst %d)",
+			name, si.TokenBucketBytesPerSecond, si.TokenBucketBytesBurst)
 	}
 	return p, nil
 }
