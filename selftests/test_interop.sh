@@ -14,7 +14,8 @@
 #   KDERP_INTEROP_DAEMON_ARGS  extra server flags (e.g. --verbose); if they set
 #                              --tls-max, the TLS run uses that and there is no
 #                              separate TLS 1.2 run
-#   KDERP_INTEROP_CASES        cases to run on every transport (default: all)
+#   KDERP_INTEROP_CASES        cases to run over plain HTTP and TLS only (no
+#                              TLS 1.2 or IPv6 run); default: all, everywhere
 #   KDERP_INTEROP_TIMEOUT      seconds per case (default 20)
 set -u
 
@@ -44,7 +45,8 @@ tls_version=(-tls-version 1.3)
 tls12=no
 if [[ "${KDERP_INTEROP_DAEMON_ARGS:-}" == *tls-max* ]]; then
 	tls_version=()
-elif [ -z "$why" ] && "$daemon" --help 2>&1 | grep -q -- '-tls-max'; then
+elif [ -z "$why" ] && [ -z "${KDERP_INTEROP_CASES:-}" ] &&
+	"$daemon" --help 2>&1 | grep -q -- '-tls-max'; then
 	tls12=yes
 fi
 if [ -n "${KDERP_INTEROP_CASES:-}" ]; then
