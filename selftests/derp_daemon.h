@@ -101,7 +101,11 @@ static inline int dd_find_bin(struct derp_daemon *d)
  * Start the server and wait until it accepts connections (up to 10 s).
  * extra is a NULL-terminated list of additional arguments, or NULL.
  */
-static inline int dd_start(struct derp_daemon *d, const char *const *extra)
+static inline void dd_stop(struct derp_daemon *d);
+static inline bool dd_log_line(const struct derp_daemon *d, long since, const char *needle,
+			       const char *needle2, char *out, size_t cap, int wait_ms);
+
+static inline int dd_start_once(struct derp_daemon *d, const char *const *extra)
 {
 	char addr[32], certdir[220], bpffs_arg[240];
 	const char *slash;
@@ -195,6 +199,28 @@ static inline int dd_start(struct derp_daemon *d, const char *const *extra)
 		usleep(20000);
 	}
 	return -ETIMEDOUT;
+}
+
+/*
+ * dd_start_once, retried with a new port if another process took the free
+ * port between our probe and the server's bind.
+ */
+static inline int dd_start(struct derp_daemon *d, const char *const *extra)
+{
+	bool tls = d->tls;
+	int err;
+
+	for (int attempt = 0;; attempt++) {
+		char line[256];
+
+		err = dd_start_once(d, extra);
+		if (err != -ECHILD || attempt == 2 ||
+		    !dd_log_line(d, 0, "in use", NULL, line, sizeof(line), 0))
+			return err;
+		dd_stop(d);
+		memset(d, 0, sizeof(*d));
+		d->tls = tls;
+	}
 }
 
 /* Print the tail of the server log as TAP comments. */
@@ -374,7 +400,12 @@ static inline bool dd_log_line(const struct derp_daemon *d, long since, const ch
 			fclose(f);
 		if (found) {
 			line[strcspn(line, "\n")] = 0;
-			snprintf(out, cap, "%s", line);
+			size_t l = strlen(line);
+
+			if (l >= cap)
+				l = cap - 1;
+			memcpy(out, line, l);
+			out[l] = 0;
 			return true;
 		}
 		usleep(20000);
