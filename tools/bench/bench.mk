@@ -40,9 +40,11 @@ $(BENCH_DERPER):
 		$(GO) install tailscale.com/cmd/derper@$(DERPER_VERSION)
 
 QUICK ?= 0
-# kderpd worker threads and CPU pinning (server on CPU 0, load on the rest).
-BENCH_WORKERS ?= 1
-BENCH_PIN ?= 1
+# kderpd worker threads (-1: 1 when pinned, else one per CPU); CPU pinning
+# (server on CPU 0, load on the rest): 1 = pin, 0 = do not, -1 = measure both
+# at the start and keep the better.
+BENCH_WORKERS ?= -1
+BENCH_PIN ?= -1
 .PHONY: bench
 bench: deps
 	$(Q)$(MAKE) --no-print-directory $(OUTPUT)/kderpd $(OUTPUT)/kderp-bench \

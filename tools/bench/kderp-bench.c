@@ -942,10 +942,11 @@ static int relay_step(double target_mbps, double secs, struct result *r)
 	if (pps_pair > 0) {
 		/*
 		 * Pacing: latency mode refills for about one packet per pair, the
-		 * throughput modes for about four, so writes stay batched without
-		 * bursts that would overflow a 32-packet relay queue.
+		 * throughput modes for about eight (a quarter of derper's 32-packet
+		 * queue), so writes stay batched and cheap for the load generator
+		 * without bursts that would overflow a relay queue.
 		 */
-		double frames = o.mode == MODE_LATENCY ? 1.0 : 4.0;
+		double frames = o.mode == MODE_LATENCY ? 1.0 : 8.0;
 
 		pace = frames * 1e9 / pps_pair;
 		if (o.pace_us > 0)

@@ -81,7 +81,9 @@ class Bench:
         self.repeats = args.repeats or (1 if self.quick else 3)
         self.budget = 170 if self.quick else 1140
         self.ncpu = os.cpu_count() or 1
-        self.pin = args.pin and self.ncpu >= 2
+        self.pin = args.pin != 0 and self.ncpu >= 2
+        self.pin_auto = args.pin < 0 and self.ncpu >= 2
+        self.pin_probe_result = None
         self.server_cpus = "0"
         self.bench_cpus = ",".join(str(c) for c in range(1, self.ncpu)) if self.ncpu > 1 else "0"
         self.workers = args.workers
@@ -137,8 +139,12 @@ class Bench:
         if name == "kderpd":
             # own pin directory, so a kderpd running elsewhere does not block this one
             cmd += ["--bpffs-dir", f"/sys/fs/bpf/kderp-bench-{port}"]
-            if self.workers:
-                cmd += ["--workers", str(self.workers)]
+            workers = self.workers
+            if workers < 0:
+                # auto: one worker on the one pinned core, else kderpd's default (per CPU)
+                workers = 1 if self.pin else 0
+            if workers:
+                cmd += ["--workers", str(workers)]
         return cmd
 
     def start(self, name, tls):
@@ -357,8 +363,43 @@ class Bench:
             return None
         return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
 
+    def probe_pinning(self):
+        """Pinned vs unpinned, alternating, against the ceiling relay: keep the better."""
+        got = {True: [], False: []}
+        try:
+            self.pin = False
+            proc, port = self.start("ceiling", False)
+        except RuntimeError as e:
+            log(f"pinning probe skipped: {e}")
+            self.pin = True
+            return
+        try:
+            for i in range(3):
+                for pinned in (True, False):
+                    subprocess.run(["taskset", "-pc", self.server_cpus if pinned else
+                                    f"0-{self.ncpu - 1}", str(proc.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    self.pin = pinned
+                    rc, res, _ = self.run_bench("ceiling", port, False, "throughput",
+                                                ["-S", "1400", "-p", "10", "-t", "1",
+                                                 "-r", "4000"], 30)
+                    if rc == 0 and res:
+                        got[pinned].append(res[-1]["delivered_mbps"])
+        finally:
+            self.stop(proc)
+        if not got[True] or not got[False]:
+            self.pin = True
+            return
+        p, u = statistics.median(got[True]), statistics.median(got[False])
+        self.pin = p >= 0.95 * u
+        self.pin_probe_result = (p, u, got)
+        log(f"pinning probe: pinned {p:.0f} Mbit/s, unpinned {u:.0f} Mbit/s: "
+            f"{'pinning' if self.pin else 'not pinning'}")
+
     def run(self):
         self.make_cert()
+        if self.pin_auto:
+            self.probe_pinning()
         log(f"servers: {', '.join(self.servers + ['ceiling'])}; repeats {self.repeats}; "
             f"pinning {'server cpu ' + self.server_cpus + ', bench cpu ' + self.bench_cpus if self.pin else 'off'}")
         for rep in range(self.repeats):
@@ -514,8 +555,15 @@ class Bench:
                  "built by `make bench` with the local Go toolchain")
         pin = (f"servers pinned to CPU {self.server_cpus} and kderp-bench to CPU "
                f"{self.bench_cpus} with `taskset`" if self.pin else "no CPU pinning")
-        L.append(f"- Placement: {pin}; kderpd started with "
-                 f"`--workers {self.workers}`.\n" if self.workers else f"- Placement: {pin}.\n")
+        if self.pin_probe_result:
+            pp, pu, _ = self.pin_probe_result
+            pin += (f" (chosen by a probe at the start: 3 alternating 1 s runs of 4,000 Mbit/s "
+                    f"offered to the ceiling relay delivered a median {pp:,.0f} Mbit/s pinned and "
+                    f"{pu:,.0f} Mbit/s unpinned)")
+        workers = self.workers if self.workers >= 0 else (1 if self.pin else 0)
+        L.append(f"- Placement: {pin}; kderpd started with `--workers {workers}`"
+                 f"{' (one per CPU)' if workers == 0 else ''}; derper uses its Go defaults "
+                 f"(GOMAXPROCS = {self.ncpu}).\n")
         L.append("## Method\n")
         L.append(
             "- One server at a time on 127.0.0.1, a fresh process for every measurement, plain "
@@ -707,8 +755,8 @@ def main():
     ap.add_argument("--doc", required=True)
     ap.add_argument("--quick", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--pin", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=-1, help="-1: 1 if pinned, else per CPU")
+    ap.add_argument("--pin", type=int, default=-1, help="1 pin, 0 do not, -1 probe")
     args = ap.parse_args()
     b = Bench(args)
     if not os.access(b.loadgen, os.X_OK) or not os.access(b.ceiling, os.X_OK):
