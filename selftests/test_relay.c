@@ -8,6 +8,8 @@
  * Each test runs against its own server (derp_daemon.h); the expected values
  * are Go derper's behaviour (run with KDERP_DAEMON=path/to/derper to check).
  */
+#include <pthread.h>
+
 #include "harness.h"
 #include "derpc.h"
 #include "derp_daemon.h"
@@ -751,6 +753,67 @@ TEST_F(relay, many_frames_in_one_write)
 		ASSERT_EQ(i, got[0]);
 		ASSERT_EQ(i, got[PLEN - 1]);
 	}
+}
+
+struct key_flood {
+	struct derpc *from;
+	const uint8_t *to;
+	volatile bool stop;
+	int err;
+};
+
+static void *key_flood_loop(void *arg)
+{
+	struct key_flood *f = arg;
+	uint8_t pkt[100];
+
+	memset(pkt, 0x33, sizeof(pkt));
+	while (!f->stop && !f->err) {
+		f->err = derpc_send_packet(f->from, f->to, pkt, sizeof(pkt));
+		usleep(100);
+	}
+	return NULL;
+}
+
+/*
+ * Packets aimed at a key while it (re)connects: ServerInfo is still the
+ * first frame after ServerKey, every time.
+ */
+TEST_F(relay, server_info_first_under_traffic)
+{
+	struct derpc_keypair k;
+	struct key_flood f = {0};
+	struct derpc_opts o;
+	pthread_t th;
+	int got_packets = 0;
+
+	derpc_keygen(&k);
+	dd_opts(&self->d, &o);
+	f.from = &self->a;
+	f.to = k.pub;
+	ASSERT_EQ(0, pthread_create(&th, NULL, key_flood_loop, &f));
+	for (int i = 0; i < 40; i++) {
+		uint8_t got[128], src[DERP_KEY_LEN];
+		struct derpc c;
+		size_t n;
+		int err;
+
+		derpc_init(&c, &k);
+		err = derpc_connect(&c, &o); /* fails unless ServerInfo comes first */
+		if (err)
+			TH_LOG("connect %d: %s", i, strerror(-err));
+		EXPECT_EQ(0, err);
+		if (!err && derpc_recv_packet(&c, src, got, sizeof(got), &n, 1000) == 0)
+			got_packets++;
+		derpc_close(&c);
+		if (_metadata->failed)
+			break;
+	}
+	f.stop = true;
+	pthread_join(th, NULL);
+	TH_LOG("%d of 40 connections then received a packet", got_packets);
+	ASSERT_EQ(0, f.err);
+	ASSERT_LT(0, got_packets);
 }
 
 /* ---- plain HTTP endpoints ---- */
