@@ -816,6 +816,41 @@ TEST_F(relay, server_info_first_under_traffic)
 	ASSERT_LT(0, got_packets);
 }
 
+#define RING 100
+
+/* 100 clients in a ring: each sends to the next and hears from the previous. */
+TEST_F(relay, ring_of_100_clients)
+{
+	struct derpc *c = calloc(RING, sizeof(*c));
+
+	ASSERT_NE(NULL, c);
+	for (int i = 0; i < RING; i++)
+		ASSERT_EQ(0, dd_connect(&self->d, &c[i]));
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < RING; i++) {
+			uint8_t pkt[8] = {(uint8_t)round, (uint8_t)i};
+
+			ASSERT_EQ(0,
+				  derpc_send_packet(&c[i], c[(i + 1) % RING].key.pub, pkt,
+						    sizeof(pkt)));
+		}
+		for (int i = 0; i < RING; i++) {
+			int prev = (i + RING - 1) % RING;
+			uint8_t got[16], src[DERP_KEY_LEN];
+			size_t n = 0;
+
+			ASSERT_EQ(0, derpc_recv_packet(&c[i], src, got, sizeof(got), &n, WAIT_MS));
+			ASSERT_EQ(8, n);
+			ASSERT_EQ(round, got[0]);
+			ASSERT_EQ(prev, got[1]);
+			ASSERT_EQ(0, memcmp(src, c[prev].key.pub, DERP_KEY_LEN));
+		}
+	}
+	for (int i = 0; i < RING; i++)
+		derpc_close(&c[i]);
+	free(c);
+}
+
 /* ---- plain HTTP endpoints ---- */
 
 static int http_get(struct __test_metadata *_metadata, const struct derp_daemon *d,
