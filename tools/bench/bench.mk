@@ -5,6 +5,7 @@
 #
 #   make bench            full run (~15-20 min)
 #   make bench QUICK=1    short run (< 3 min)
+#   make bench-report     rewrite performance.md from the last run's JSON
 
 BENCH_SRCS := tools/bench/kderp-bench.c tools/bench/bench-link.c
 BENCH_OBJS := $(patsubst tools/bench/%.c,$(OUTPUT)/bench/%.o,$(BENCH_SRCS))
@@ -52,6 +53,12 @@ bench: deps
 	$(Q)DERPER_VERSION=$(DERPER_VERSION) python3 tools/bench/run-bench.py \
 		--output $(abspath $(OUTPUT)) --derper $(abspath $(BENCH_DERPER)) \
 		--quick $(QUICK) --workers $(BENCH_WORKERS) --pin $(BENCH_PIN) \
+		--doc Documentation/performance.md
+
+.PHONY: bench-report
+bench-report:
+	$(Q)DERPER_VERSION=$(DERPER_VERSION) python3 tools/bench/run-bench.py --report-only \
+		--output $(abspath $(OUTPUT)) --derper $(abspath $(BENCH_DERPER)) \
 		--doc Documentation/performance.md
 
 -include $(BENCH_OBJS:.o=.d) $(CEILING_OBJS:.o=.d)
