@@ -1200,6 +1200,16 @@ static void conn_read(struct conn *c)
 			}
 			break;
 		}
+		/*
+		 * A TLS 1.3 KeyUpdate asking us to update too: OpenSSL 3.0 cannot
+		 * hand the kernel a new send key, so a kTLS sender would go on with
+		 * the old one and the peer would reject every record. Close cleanly.
+		 */
+		if (c->tls_mode == TLS_MODE_KTLS_TX &&
+		    SSL_get_key_update_type(c->ssl) != SSL_KEY_UPDATE_NONE) {
+			conn_close(c, "TLS 1.3 KeyUpdate requested on a kTLS send socket");
+			return;
+		}
 		if (!got)
 			return;
 		r = got;
