@@ -71,12 +71,21 @@ total=$((${#cases[@]} + ${#tls_cases[@]} + ${#ipv6_cases[@]}))
 
 tmp=$(mktemp -d)
 pids=()
+# kderpd pins its state maps under KDERP_BPFFS_BASE/kderpd-PID when that is
+# set (run_tests.sh sets it); run by hand, use a base of our own so as not to
+# meet another kderpd on the default directory.
+own_pins=
+if [ -z "${KDERP_BPFFS_BASE:-}" ] && [ -w /sys/fs/bpf ]; then
+	export KDERP_BPFFS_BASE=/sys/fs/bpf/kderp-interop-$$
+	own_pins=$KDERP_BPFFS_BASE
+fi
 cleanup() {
 	local p
 	for p in "${pids[@]}"; do
 		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
 	done
 	rm -rf "$tmp"
+	[ -n "$own_pins" ] && rm -rf "$own_pins"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
