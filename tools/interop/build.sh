@@ -26,13 +26,24 @@ skip() {
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 
-command -v "$go" >/dev/null 2>&1 || skip "no Go toolchain ($go not found)"
-have=$("$go" env GOVERSION 2>/dev/null) || skip "$go does not run"
-have=${have#go}
+# The first of GO and the usual install location that is new enough.
 need=$(sed -n 's/^go //p' "$src/go.mod")
-if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
-	skip "Go $have is older than $need (tools/interop/go.mod)"
-fi
+why=
+for cand in "$go" /usr/local/go/bin/go; do
+	if ! command -v "$cand" >/dev/null 2>&1; then
+		why=${why:-"no Go toolchain ($cand not found)"}
+		continue
+	fi
+	have=$("$cand" env GOVERSION 2>/dev/null) || continue
+	have=${have#go}
+	if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" = "$need" ]; then
+		go=$cand
+		why=
+		break
+	fi
+	why="Go $have ($cand) is older than $need (tools/interop/go.mod)"
+done
+[ -z "$why" ] || skip "$why"
 (cd "$src" && "$go" mod download) >/dev/null 2>&1 ||
 	skip "cannot download the Go modules in tools/interop/go.mod (offline?)"
 
