@@ -322,14 +322,16 @@ int statemap_init(struct server *s)
 	n = strlen(dir);
 	while (n > 1 && dir[n - 1] == '/')
 		n--;
-	if (n >= sizeof(sm.dir) - 32)
-		return -ENAMETOOLONG;
+	if (n >= sizeof(sm.dir) - 32) {
+		r = -ENAMETOOLONG;
+		goto fail;
+	}
 	memcpy(sm.dir, dir, n);
 	sm.dir[n] = 0;
 
 	r = take_dir();
 	if (r == -EEXIST)
-		return r;
+		goto fail;
 	if (r) {
 		log_warn("state plane: no BPF maps (%s: %s); counters in memory", sm.dir,
 			 r == -ENOTSUP ? "not a bpffs mount" : strerror(-r));
@@ -354,8 +356,10 @@ int statemap_init(struct server *s)
 local:
 	sm.slots_len = (size_t)KDERP_STATE_SLOTS * sizeof(struct kderp_peer_stats);
 	sm.slots = calloc(KDERP_STATE_SLOTS, sizeof(struct kderp_peer_stats));
-	if (!sm.slots)
-		return -ENOMEM;
+	if (!sm.slots) {
+		r = -ENOMEM;
+		goto fail;
+	}
 ctl:
 	if (!sm.dir[0])
 		snprintf(sm.dir, sizeof(sm.dir), "%s", dir && *dir ? dir : "");
@@ -364,6 +368,12 @@ ctl:
 		log_warn("control socket for %s not started: %s", sm.dir[0] ? sm.dir : "\"\"",
 			 strerror(-r));
 	return 0;
+
+fail:
+	free(sm.free_slots);
+	sm.free_slots = NULL;
+	sm.dir[0] = 0;
+	return r;
 }
 
 bool statemap_bpf_active(void)
