@@ -455,6 +455,51 @@ TEST_F(state, note_preferred_and_close_peer)
 	close(pfd);
 }
 
+/* Two connections with one key: one entry, flagged, that survives either close. */
+TEST_F(state, duplicate_key_entry)
+{
+	struct derpc a2;
+	struct derpc_opts o;
+	struct kderp_peer_info pa;
+	char path[300];
+	uint64_t first;
+	int pfd;
+
+	if (!VARIANT(state)->bpf)
+		SKIP(return, "no maps without BPF");
+	snprintf(path, sizeof(path), "%s/%s", self->dir, KDERP_PIN_PEERS);
+	pfd = bpf_obj_get(path);
+	ASSERT_LE(0, pfd);
+	ASSERT_EQ(0, bpf_map_lookup_elem(pfd, self->a.key.pub, &pa));
+	first = pa.conn_id;
+	EXPECT_EQ(1, pa.nr_conns);
+
+	dd_opts(&self->d, &o);
+	derpc_init(&a2, &self->a.key);
+	ASSERT_EQ(0, derpc_connect(&a2, &o));
+	for (int i = 0; i < 100; i++) {
+		if (bpf_map_lookup_elem(pfd, self->a.key.pub, &pa) == 0 && pa.nr_conns == 2)
+			break;
+		usleep(20000);
+	}
+	EXPECT_EQ(2, pa.nr_conns);
+	EXPECT_EQ(KDERP_PEER_DUP, pa.flags & KDERP_PEER_DUP);
+	EXPECT_NE(first, pa.conn_id); /* the newest is active */
+
+	/* The newer one leaves: the entry now describes the first, alone. */
+	derpc_close(&a2);
+	for (int i = 0; i < 100; i++) {
+		if (bpf_map_lookup_elem(pfd, self->a.key.pub, &pa) == 0 && pa.nr_conns == 1)
+			break;
+		usleep(20000);
+	}
+	ASSERT_EQ(0, bpf_map_lookup_elem(pfd, self->a.key.pub, &pa));
+	EXPECT_EQ(1, pa.nr_conns);
+	EXPECT_EQ(first, pa.conn_id);
+	EXPECT_EQ(0, pa.flags & KDERP_PEER_DUP);
+	close(pfd);
+}
+
 /* ---- pin lifetime ---- */
 
 /*

@@ -411,7 +411,7 @@ static void fill_info(const struct conn *c, unsigned nconns, struct kderp_peer_i
 	pi->worker = (__u16)c->w->idx;
 	pi->flags = (c->preferred ? KDERP_PEER_PREFERRED : 0) |
 		(c->can_mesh ? KDERP_PEER_MESH : 0) | (c->is_prober ? KDERP_PEER_PROBER : 0) |
-		(nconns > 1 || c->is_dup ? KDERP_PEER_DUP : 0);
+		(nconns > 1 ? KDERP_PEER_DUP : 0);
 	pi->tls_mode = c->tls_mode;
 	pi->conn_id = c->id;
 	pi->connected_unix_ns = mono_to_unix_ns(c->created_ns);
