@@ -125,7 +125,7 @@ struct conn {
 	atomic_bool close_requested; /* ClosePeer from a mesh peer */
 
 	/* In flight (owner only): dequeued, being written. */
-	struct pkt *inflight[INFLIGHT_MAX];
+	struct pkt **inflight; /* INFLIGHT_MAX slots while busy; NULL when idle */
 	int if_head, if_n;
 	uint32_t if_off;
 	uint8_t *tlsbuf; /* TLS bytes handed to SSL_write but not accepted yet */

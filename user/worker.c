@@ -245,6 +245,14 @@ static void refill_inflight(struct conn *c)
 	struct worker *w = c->w;
 	int n = 0;
 
+	c->if_head = c->if_n = 0;
+	c->if_off = 0;
+	if (!c->inflight) {
+		/* Idle connections hold no in-flight array (RSS per idle client). */
+		c->inflight = malloc(INFLIGHT_MAX * sizeof(*c->inflight));
+		if (!c->inflight)
+			return; /* the tick retries while flush_pending stays set */
+	}
 	pthread_mutex_lock(&c->qlock);
 	while (c->ctl_head && n < INFLIGHT_MAX) {
 		struct pkt *p = c->ctl_head;
@@ -411,6 +419,8 @@ static void conn_flush(struct conn *c)
 		if (!c->tlsbuf && c->if_head == c->if_n) {
 			refill_inflight(c);
 			if (c->if_n == 0) {
+				if (!c->inflight)
+					atomic_store(&c->flush_pending, true);
 				set_epollout(c, false);
 				__atomic_store_n(&c->blocked_since, 0, __ATOMIC_RELAXED);
 				if (c->state == CS_HTTP_DONE)
@@ -477,6 +487,8 @@ static void free_queues(struct conn *c)
 		pkt_free(p);
 	}
 	c->if_head = c->if_n = 0;
+	free(c->inflight);
+	c->inflight = NULL;
 }
 
 static __thread bool rd_locked; /* this thread holds the table's read lock */
@@ -634,6 +646,10 @@ static void conn_tick(struct conn *c)
 		STAT_ADD(w->stats->c[CTR_WRITE_TIMEOUTS], 1);
 		conn_close(c, "write timeout");
 		return;
+	}
+	if (c->inflight && c->if_head == c->if_n && !c->tlsbuf) {
+		free(c->inflight);
+		c->inflight = NULL;
 	}
 	if (c->state != CS_RUN)
 		return;
