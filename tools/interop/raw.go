@@ -427,3 +427,69 @@ func selfSigned(name string) (*x509.Certificate, error) {
 	}
 	return x509.ParseCertificate(der)
 }
+
+// caseHTTP: the plain HTTP endpoints Tailscale clients use besides /derp:
+// netcheck's latency check, the probe path, the captive-portal check with
+// its challenge, and /derp itself without an upgrade.
+func caseHTTP(ctx context.Context, e *env) error {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, e.dialAddr())
+		},
+		TLSClientConfig: &tls.Config{RootCAs: e.roots, ServerName: e.url.Hostname()},
+	}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	base := e.url.Scheme + "://" + e.url.Host
+	do := func(method, path string, hdr map[string]string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+		return resp, nil
+	}
+	checks := []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/derp/latency-check", 200},
+		{"HEAD", "/derp/probe", 200},
+		{"GET", "/derp/probe", 200},
+		{"GET", "/derp", http.StatusUpgradeRequired},
+	}
+	for _, c := range checks {
+		resp, err := do(c.method, c.path, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != c.want {
+			return fmt.Errorf("%s %s: status %q, want %d", c.method, c.path, resp.Status,
+				c.want)
+		}
+	}
+	challenge := "ts_" + e.url.Hostname()
+	resp, err := do("GET", "/generate_204", map[string]string{"X-Tailscale-Challenge": challenge})
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("GET /generate_204: status %q, want 204", resp.Status)
+	}
+	if got, want := resp.Header.Get("X-Tailscale-Response"), "response "+challenge; got != want {
+		return fmt.Errorf("GET /generate_204: X-Tailscale-Response %q, want %q", got, want)
+	}
+	return nil
+}
