@@ -290,7 +290,19 @@ KDERP_ABI_ASSERT(KDERP_NR_DROP_REASONS <= 8, "drops_reason too small");
 	X(PROTOCOL_ERRORS, "protocol_errors", "connections closed for a protocol violation")      \
 	X(HTTP_REQUESTS, "http_requests", "HTTP requests parsed")                                 \
 	X(HTTP_BAD_REQUESTS, "http_bad_requests", "HTTP requests rejected as malformed")          \
-	X(CTL_DROPS, "control_frames_dropped", "control frames dropped (queue full)")
+	X(CTL_DROPS, "control_frames_dropped", "control frames dropped (queue full)")             \
+	X(HANDSHAKES, "handshakes", "DERP handshakes completed (ClientInfo accepted)")            \
+	X(HS_FAIL_CLIENT_INFO, "handshake_failures_client_info",                                  \
+	  "handshakes failed: ClientInfo could not be opened or parsed")                          \
+	X(HS_FAIL_PROTOCOL, "handshake_failures_protocol",                                        \
+	  "handshakes failed: a bad frame before ClientInfo")                                     \
+	X(HS_FAIL_CLOSED, "handshake_failures_closed",                                            \
+	  "handshakes failed: the client closed before its ClientInfo was complete")              \
+	X(HS_FAIL_TIMEOUT, "handshake_failures_timeout",                                          \
+	  "connections closed by the 10 s setup deadline (TLS, request or ClientInfo)")           \
+	X(HS_FAIL_TLS, "handshake_failures_tls", "TLS handshakes that failed")                    \
+	X(HS_FAIL_INTERNAL, "handshake_failures_internal",                                        \
+	  "handshakes failed on the server's side (sealing ServerInfo, memory)")
 
 enum kderp_counter {
 #define KDERP_X_(e, n, h) KDERP_CTR_##e,

@@ -293,6 +293,7 @@ static int send_n(struct derpc *a, struct derpc *b)
 TEST_F(state, exact_counts_everywhere)
 {
 	char m[200], ha[65], hb[65];
+	struct derpc q;
 
 	key_hex(self->a.key.pub, ha);
 	key_hex(self->b.key.pub, hb);
@@ -309,6 +310,15 @@ TEST_F(state, exact_counts_everywhere)
 	if (varz_get(&self->d, m) < 0) /* conn numbers depend on the readiness probe */
 		snprintf(m, sizeof(m), "kderp_peer_packets_in{peer=\"%.16s\",conn=\"2\"}", ha);
 	EXPECT_EQ(NPKTS, varz_get(&self->d, m));
+
+	/* Handshakes, and failures by cause: one client leaves before ClientInfo. */
+	EXPECT_EQ(2, varz_get(&self->d, "derp_handshakes"));
+	ASSERT_EQ(0, dd_upgraded(&self->d, &q));
+	derpc_close(&q);
+	EXPECT_EQ(1, varz_wait(&self->d, "derp_handshake_failures_closed", 1));
+	EXPECT_EQ(1, varz_get(&self->d, "derp_handshake_failures"));
+	EXPECT_EQ(0, varz_get(&self->d, "derp_handshake_failures_client_info"));
+	EXPECT_EQ(2, varz_get(&self->d, "derp_handshakes"));
 }
 
 TEST_F(state, maps_show_peers_and_counters)

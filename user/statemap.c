@@ -476,6 +476,7 @@ void statemap_conn_open(struct conn *c)
 {
 	struct kderp_peer_stats *slot = NULL;
 
+	STAT_ADD(c->w->stats->c[CTR_HANDSHAKES], 1);
 	pthread_mutex_lock(&sm.lock);
 	if (sm.slots && sm.nfree) {
 		c->slot = sm.free_slots[--sm.nfree];

@@ -636,6 +636,7 @@ static void conn_tick(struct conn *c)
 	int64_t wt = c->can_mesh ? (int64_t)MESH_WRITE_TIMEOUT_NS : c->srv->write_timeout_ns;
 
 	if (c->deadline_ns && w->now > c->deadline_ns) {
+		STAT_ADD(w->stats->c[CTR_HS_FAIL_TIMEOUT], 1);
 		conn_close(c,
 			   c->state == CS_TLS_HANDSHAKE		    ? "TLS handshake timeout"
 				   : c->state == CS_WAIT_CLIENTINFO ? "ClientInfo timeout"
@@ -718,6 +719,7 @@ static void handle_client_info(struct conn *c, const uint8_t *payload, uint32_t 
 
 	if (derp_open_client_info(s->priv, payload, len, &ci, &why) < 0) {
 		STAT_ADD(w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
+		STAT_ADD(w->stats->c[CTR_HS_FAIL_CLIENT_INFO], 1);
 		conn_close(c, why);
 		return;
 	}
@@ -730,6 +732,7 @@ static void handle_client_info(struct conn *c, const uint8_t *payload, uint32_t 
 	sodium_memzero(ci.mesh_key, sizeof(ci.mesh_key));
 	if (derp_seal_server_info(s->priv, c->key, si) < 0) {
 		STAT_ADD(w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
+		STAT_ADD(w->stats->c[CTR_HS_FAIL_INTERNAL], 1);
 		conn_close(c, "cannot seal ServerInfo");
 		return;
 	}
@@ -1013,8 +1016,10 @@ static void process_frames(struct conn *c, uint8_t *buf, size_t len)
 		flen = get_be32(buf + off + 1);
 		bad = check_header(c, type, flen);
 		if (bad) {
-			if (c->state == CS_WAIT_CLIENTINFO)
+			if (c->state == CS_WAIT_CLIENTINFO) {
 				STAT_ADD(c->w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
+				STAT_ADD(c->w->stats->c[CTR_HS_FAIL_PROTOCOL], 1);
+			}
 			protocol_error(c, bad);
 			return;
 		}
@@ -1139,6 +1144,7 @@ static void tls_handshake(struct conn *c)
 		else
 			snprintf(e, sizeof(e), "%s", errno ? strerror(errno) : "connection closed");
 		snprintf(why, sizeof(why), "TLS handshake failed: %s", e);
+		STAT_ADD(c->w->stats->c[CTR_HS_FAIL_TLS], 1);
 		ERR_clear_error();
 		conn_close(c, why);
 	}
@@ -1245,8 +1251,10 @@ static void conn_read(struct conn *c)
 			return;
 		}
 		if (r == 0) {
-			if (c->state == CS_WAIT_CLIENTINFO)
+			if (c->state == CS_WAIT_CLIENTINFO) {
 				STAT_ADD(w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
+				STAT_ADD(w->stats->c[CTR_HS_FAIL_CLOSED], 1);
+			}
 			conn_close(c,
 				   c->state == CS_WAIT_CLIENTINFO
 					   ? "client closed before its ClientInfo was complete"
