@@ -31,6 +31,10 @@ $(VM_BINS): $(OUTPUT)/vm/%: $(OUTPUT)/vm/%.o
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
 
+# ktls_badinput drives kderpd with the C DERP client (tools/derpc).
+$(OUTPUT)/vm/ktls_badinput.o: ALL_CFLAGS += -Itools
+$(OUTPUT)/vm/ktls_badinput: $(DERPC_OBJS)
+
 -include $(VM_BINS:%=%.d)
 
 .PHONY: vm-test vm-shell
