@@ -788,10 +788,16 @@ TEST_F_TIMEOUT(load, receiver_never_reads, 90)
  * One sender, two receivers: R reads slowly (a frame every 2 ms), B reads
  * at once. S floods R and now and then sends B a packet stamped with the
  * send time. A slow receiver must not stall its sender's other traffic
- * (derper's TestSendFreeze): B gets every packet, each within 500 ms.
+ * (derper's TestSendFreeze): B gets every packet, each within 1 s.
  */
 #define SLOW_TOTAL 20000
 #define SLOW_B_EVERY 100
+/*
+ * B's packets queue behind the flood in S's socket and the server's read
+ * batch, and the reader threads compete for 2 cores: a stall caused by the
+ * slow reader would last seconds (up to the 2 s write timeout).
+ */
+#define SLOW_MAX_DELAY_MS 1000
 
 struct slow_reader {
 	struct derpc *c;
@@ -892,7 +898,7 @@ static void slow_reader_run(struct __test_metadata *_metadata, struct env *e, in
 	derpc_close(&s);
 	derpc_close(&r);
 	EXPECT_EQ(bs.want, bs.got);
-	EXPECT_GE(FLOOD_MAX_RTT_MS, bs.worst_ms);
+	EXPECT_GE(SLOW_MAX_DELAY_MS, bs.worst_ms);
 	check_healthy(_metadata, e);
 }
 
