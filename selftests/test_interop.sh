@@ -54,8 +54,8 @@ if [ -n "${KDERP_INTEROP_CASES:-}" ]; then
 	tls_cases=("${cases[@]}")
 	tls12_cases=("${cases[@]}")
 else
-	cases=(sendrecv three ping peergone peergone-scope nothere upgrade http frames order bulk
-		slowpeer self dupkey reconnect many watch presentflags meshframes)
+	cases=(sendrecv three ping peergone peergone-scope nothere upgrade early http frames order
+		bulk slowpeer self dupkey reconnect many watch presentflags meshframes)
 	tls_cases=("${cases[@]}" tlsversion faststart untrusted derpprobe)
 	tls12_cases=("${cases[@]}" tlsversion untrusted derpprobe)
 fi

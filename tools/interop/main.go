@@ -54,6 +54,8 @@ var cases = []testCase{
 	{"upgrade", "raw HTTP upgrade: 101, ServerKey, then ServerInfo", caseUpgrade},
 	{"order", "10000 packets A->B arrive in order, none lost", caseOrder},
 	{"bulk", "400 packets of 64 KiB A->B, in order and intact", caseBulk},
+	{"early", "NotePreferred and a packet right behind ClientInfo; ServerInfo still first",
+		caseEarly},
 	{"http", "latency-check, probe, generate_204 challenge, 426 for /derp", caseHTTP},
 	{"frames", "unknown frames, a client Pong and NotePreferred are skipped", caseFrames},
 	{"slowpeer", "a peer that stops reading blocks nobody and gets disconnected",

@@ -493,3 +493,99 @@ func caseHTTP(ctx context.Context, e *env) error {
 	}
 	return nil
 }
+
+// holdWriter keeps what is written while hold is set, so that several
+// flushes can go out in one write.
+type holdWriter struct {
+	w    io.Writer
+	hold bool
+	buf  bytes.Buffer
+}
+
+func (h *holdWriter) Write(p []byte) (int, error) {
+	if h.hold {
+		return h.buf.Write(p)
+	}
+	return h.w.Write(p)
+}
+
+func (h *holdWriter) release() error {
+	h.hold = false
+	_, err := h.w.Write(h.buf.Bytes())
+	return err
+}
+
+// caseEarly: frames right behind ClientInfo, before the client has read
+// anything (as tailscaled sends NotePreferred and its first packets): the
+// server must still write ServerInfo first and then relay the packet.
+// ClientInfo, NotePreferred and SendPacket go out in one write; over TLS 1.3
+// with fast start the HTTP request does too.
+func caseEarly(ctx context.Context, e *env) error {
+	b, err := connectPeer(ctx, e, "B")
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	conn, cs, err := e.rawDial(ctx)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	hw := &holdWriter{w: conn}
+	br, bw := bufio.NewReader(conn), bufio.NewWriter(hw)
+	opts := []derp.ClientOpt{derp.CanAckPings(true)}
+	fast := false
+	if cs != nil && cs.Version == tls.VersionTLS13 {
+		if pub, ver, _, ok := findMetaCert(cs.PeerCertificates); ok && ver != 0 {
+			opts = append(opts, derp.ServerPublicKey(pub))
+			fast = true
+		}
+	}
+	req := e.upgradeRequest(fast)
+	hw.hold = fast
+	if err := req.Write(bw); err != nil {
+		return err
+	}
+	if !fast {
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("write request: %w", err)
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return fmt.Errorf("read response: %w", err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			return fmt.Errorf("status %q, want 101", resp.Status)
+		}
+		/* NewClient reads ServerKey, then ClientInfo and the rest are held. */
+		hw.hold = true
+	}
+	priv := key.NewNode()
+	dc, err := derp.NewClient(priv, conn, bufio.NewReadWriter(br, bw), e.derpLogf(), opts...)
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	data := plainPacket(250)
+	if err := dc.NotePreferred(true); err != nil {
+		return err
+	}
+	if err := dc.Send(b.pub, data); err != nil {
+		return fmt.Errorf("early send: %w", err)
+	}
+	held := hw.buf.Len()
+	if err := hw.release(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	m, err := dc.Recv()
+	if err != nil {
+		return fmt.Errorf("waiting for ServerInfo: %w", err)
+	}
+	if _, ok := m.(derp.ServerInfoMessage); !ok {
+		return fmt.Errorf("first message is %s, want ServerInfo", describe(m))
+	}
+	if err := b.expectPacket(ctx, &peer{name: "early client", pub: priv.Public()}, data); err != nil {
+		return err
+	}
+	fmt.Printf("# early: fast start %v, %d bytes in one write\n", fast, held)
+	return nil
+}
