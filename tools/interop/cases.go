@@ -85,7 +85,7 @@ func casePing(ctx context.Context, e *env) error {
 			fmt.Printf("# ping: first round trip %v\n", time.Since(start).Round(time.Microsecond))
 		}
 	}
-	/* derphttp consumes matching pongs; anything left over is a stray. */
+	// derphttp consumes matching pongs; anything left over is a stray.
 	return a.expectQuiet(ctx, quiet)
 }
 
@@ -170,7 +170,7 @@ func caseNotHere(ctx context.Context, e *env) error {
 	defer closeAll(ps)
 	d, burst := ps[0], ps[1]
 
-	/* A non-disco packet to an unknown key is dropped silently. */
+	// A non-disco packet to an unknown key is dropped silently.
 	if err := d.c.Send(key.NewNode().Public(), plainPacket(100)); err != nil {
 		return fmt.Errorf("D: send: %w", err)
 	}
@@ -178,7 +178,7 @@ func caseNotHere(ctx context.Context, e *env) error {
 		return fmt.Errorf("%w (after a non-disco packet to an unknown key)", err)
 	}
 
-	/* A disco-looking one gets PeerGone(NotHere). */
+	// A disco-looking one gets PeerGone(NotHere).
 	unknown := key.NewNode().Public()
 	if err := d.c.Send(unknown, discoPacket()); err != nil {
 		return fmt.Errorf("D: send: %w", err)
@@ -193,7 +193,7 @@ func caseNotHere(ctx context.Context, e *env) error {
 			unknown.ShortString())
 	}
 
-	/* Six at once from a fresh client: the server's limiter allows 3. */
+	// Six at once from a fresh client: the server's limiter allows 3.
 	targets := map[key.NodePublic]bool{}
 	for i := 0; i < 6; i++ {
 		k := key.NewNode().Public()

@@ -66,11 +66,11 @@ func caseDupKey(ctx context.Context, e *env) error {
 		}
 		return nil
 	}
-	/* Newest connection wins. */
+	// Newest connection wins.
 	if err := send(b, a2, "A", a2); err != nil {
 		return err
 	}
-	/* A1 speaks, so A1 is now the active one. */
+	// A1 speaks, so A1 is now the active one.
 	if err := send(a1, b, "B", b); err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func caseDupKey(ctx context.Context, e *env) error {
 		return err
 	}
 	a1.close()
-	/* A2 speaks: the only one left, and active again either way. */
+	// A2 speaks: the only one left, and active again either way.
 	if err := send(a2, b, "B", b); err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func caseWatch(ctx context.Context, e *env) error {
 	}
 	defer w.close()
 
-	/* The initial flood: every connected key, in no particular order. */
+	// The initial flood: every connected key, in no particular order.
 	want := map[key.NodePublic]string{c1.pub: "C1", w.pub: "W"}
 	for len(want) > 0 {
 		m, err := w.next(ctx)
@@ -262,7 +262,7 @@ func caseWatch(ctx context.Context, e *env) error {
 		case derp.PeerPresentMessage:
 			delete(want, m.Key)
 		case derp.PeerGoneMessage:
-			/* A client of an earlier case going away. */
+			// A client of an earlier case going away.
 		default:
 			return fmt.Errorf("W: got %s while waiting for the initial PeerPresents",
 				describe(m))
@@ -285,7 +285,7 @@ func caseWatch(ctx context.Context, e *env) error {
 			return fmt.Errorf("W: waiting for PeerPresent(C2): %w", err)
 		}
 		if pg, ok := m.(derp.PeerGoneMessage); ok && pg.Peer != c2.pub {
-			continue /* a client of an earlier case going away */
+			continue // a client of an earlier case going away
 		}
 		var ok bool
 		if pp, ok = m.(derp.PeerPresentMessage); !ok || pp.Key != c2.pub {
@@ -318,14 +318,14 @@ func caseWatch(ctx context.Context, e *env) error {
 		break
 	}
 
-	/* Watching without the mesh key closes the connection. */
+	// Watching without the mesh key closes the connection.
 	nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	n, err := connectPeerWith(nctx, e, "N", key.NewNode(), func(c *derphttp.Client) {
 		c.WatchConnectionChanges = true
 	})
 	if err != nil {
-		/* The server may close before or after writing ServerInfo. */
+		// The server may close before or after writing ServerInfo.
 		fmt.Printf("# watch: non-mesh watcher refused: %v\n", err)
 		return nil
 	}
@@ -385,7 +385,7 @@ func caseSlowPeer(ctx context.Context, e *env) error {
 		return fmt.Errorf("%w (while S is stalled)", err)
 	}
 
-	/* Past the write timeout; then drain S and expect the end of it. */
+	// Past the write timeout; then drain S and expect the end of it.
 	time.Sleep(4 * time.Second)
 	s.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, err := io.Copy(io.Discard, s.conn)
@@ -413,7 +413,7 @@ func casePresentFlags(ctx context.Context, e *env) error {
 		return err
 	}
 	defer w.close()
-	/* present waits for PeerPresent(p) and checks its flags. */
+	// present waits for PeerPresent(p) and checks its flags.
 	present := func(name string, k key.NodePublic, want derp.PeerPresentFlags) error {
 		for {
 			m, err := w.next(ctx)
@@ -423,7 +423,7 @@ func casePresentFlags(ctx context.Context, e *env) error {
 			switch m := m.(type) {
 			case derp.PeerPresentMessage:
 				if m.Key != k {
-					continue /* a client of an earlier case */
+					continue // a client of an earlier case
 				}
 				if m.Flags != want {
 					return fmt.Errorf("W: PeerPresent(%s) flags %#02x, want %#02x",
@@ -467,7 +467,7 @@ func casePresentFlags(ctx context.Context, e *env) error {
 		return nil
 	}
 
-	/* A region whose first node refuses connections. */
+	// A region whose first node refuses connections.
 	l, err := net.Listen("tcp", net.JoinHostPort(e.ip, "0"))
 	if err != nil {
 		return err
@@ -553,7 +553,7 @@ func caseMeshFrames(ctx context.Context, e *env) error {
 		return err
 	}
 
-	/* Without the key. */
+	// Without the key.
 	if err := n1.c.ForwardPacket(x.pub, m.pub, plainPacket(100)); err != nil {
 		return fmt.Errorf("N1: forward: %w", err)
 	}
@@ -566,6 +566,6 @@ func caseMeshFrames(ctx context.Context, e *env) error {
 	if err := n2.expectClosed(ctx, "a ClosePeer without the mesh key"); err != nil {
 		return err
 	}
-	/* M, the target of both, is untouched and got nothing. */
+	// M, the target of both, is untouched and got nothing.
 	return m.expectQuiet(ctx, quiet)
 }

@@ -222,7 +222,7 @@ func main() {
 		l := log.New(os.Stderr, "derphttp: ", log.Lmicroseconds)
 		e.logf = l.Printf
 	} else {
-		/* tlsdial reports verification failures through package log. */
+		// tlsdial reports verification failures through package log.
 		log.SetOutput(io.Discard)
 	}
 	if *ca != "" {

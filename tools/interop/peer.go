@@ -71,7 +71,7 @@ func connectPeerWith(ctx context.Context, e *env, name string, priv key.NodePriv
 		p.close()
 		return nil, fmt.Errorf("%s: first message is %s, want ServerInfo", name, describe(m))
 	}
-	/* Tailscale clients drop their own packets beyond an advertised rate. */
+	// Tailscale clients drop their own packets beyond an advertised rate.
 	if si.TokenBucketBytesPerSecond != 0 || si.TokenBucketBytesBurst != 0 {
 		p.close()
 		return nil, fmt.Errorf("%s: ServerInfo advertises a token bucket (%d B/s, burst %d)",
@@ -120,7 +120,7 @@ func (p *peer) read() {
 			return
 		}
 		if rp, ok := m.(derp.ReceivedPacket); ok {
-			/* Data aliases the client's read buffer. */
+			// Data aliases the client's read buffer.
 			rp.Data = bytes.Clone(rp.Data)
 			m = rp
 		}
@@ -143,7 +143,7 @@ func (p *peer) next(ctx context.Context) (derp.ReceivedMessage, error) {
 			}
 			return m, nil
 		case <-p.done:
-			/* Drain what was read before the reader stopped. */
+			// Drain what was read before the reader stopped.
 			select {
 			case m := <-p.msgs:
 				if _, ok := m.(derp.KeepAliveMessage); ok {

@@ -279,7 +279,7 @@ func caseFastStart(ctx context.Context, e *env) error {
 	fmt.Printf("# faststart: TLS 1.3, %d certificates, meta cert version %d for key %s\n",
 		len(cs.PeerCertificates), ver, metaPub.ShortString())
 
-	/* The same by hand, watching the first bytes from the server. */
+	// The same by hand, watching the first bytes from the server.
 	conn, rcs, err := e.rawDial(ctx)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
@@ -295,7 +295,7 @@ func caseFastStart(ctx context.Context, e *env) error {
 		return err
 	}
 	priv := key.NewNode()
-	/* Writes ClientInfo right behind the request and flushes both. */
+	// Writes ClientInfo right behind the request and flushes both.
 	dc, err := derp.NewClient(priv, conn, bufio.NewReadWriter(br, bw), e.derpLogf(),
 		derp.ServerPublicKey(rawPub), derp.CanAckPings(true))
 	if err != nil {
@@ -336,7 +336,7 @@ func caseFastStart(ctx context.Context, e *env) error {
 		return fmt.Errorf("fast-start client: first message %s, want ServerInfo", describe(r.m))
 	}
 
-	/* And the fast-started connection carries packets. */
+	// And the fast-started connection carries packets.
 	data := plainPacket(300)
 	if err := dc.Send(f.pub, data); err != nil {
 		return fmt.Errorf("fast-start client: send: %w", err)
@@ -557,7 +557,7 @@ func caseEarly(ctx context.Context, e *env) error {
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			return fmt.Errorf("status %q, want 101", resp.Status)
 		}
-		/* NewClient reads ServerKey, then ClientInfo and the rest are held. */
+		// NewClient reads ServerKey, then ClientInfo and the rest are held.
 		hw.hold = true
 	}
 	priv := key.NewNode()
