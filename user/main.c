@@ -258,6 +258,14 @@ int main(int argc, char **argv)
 	}
 	if (check_unsupported() < 0)
 		return 1;
+	/* Signals are taken synchronously by this thread with sigwait; every
+	 * thread started from here on (workers, STUN, control) inherits the
+	 * blocked mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (cfg.dev)
 		cfg.addr = ":3340";
 	if (split_host_port(cfg.addr, cfg.listen_host, sizeof(cfg.listen_host), cfg.listen_port,
@@ -322,6 +330,21 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 
+	/* The state plane first: a second kderpd on the same pin directory
+	 * must refuse before it opens any socket. */
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	srv.nworkers = cfg.workers > 0 ? cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
+	if (srv.nworkers > 256)
+		srv.nworkers = 256;
+	r = workers_init(&srv);
+	if (r < 0) {
+		log_err("allocating workers: %s", strerror(-r));
+		return 1;
+	}
+	r = statemap_init(&srv);
+	if (r < 0)
+		return 1;
+
 	if (cfg.stun) {
 		stun = kderp_stun_start(cfg.listen_host, cfg.stun_port);
 		if (!stun) {
@@ -354,18 +377,6 @@ int main(int argc, char **argv)
 		srv.listeners[1].port80 = true;
 		srv.nlisteners = 2;
 	}
-
-	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	srv.nworkers = cfg.workers > 0 ? cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
-	if (srv.nworkers > 256)
-		srv.nworkers = 256;
-
-	/* Signals are taken synchronously by this thread; workers block them. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	r = workers_start(&srv);
 	if (r < 0) {

@@ -234,6 +234,7 @@ void server_sum_stats(struct server *s, struct worker_stats *out);
 int server_close_peer(struct server *s, const uint8_t key[32]);
 
 /* worker.c */
+int workers_init(struct server *s);
 int workers_start(struct server *s);
 void workers_stop(struct server *s);
 struct pkt *pkt_new(uint32_t len, uint8_t kind);

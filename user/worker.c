@@ -1520,7 +1520,8 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int workers_start(struct server *s)
+/* Allocate the workers (no threads, no listeners yet). */
+int workers_init(struct server *s)
 {
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	if (!s->workers)
@@ -1531,6 +1532,7 @@ int workers_start(struct server *s)
 
 		w->srv = s;
 		w->idx = i;
+		w->stats = &w->stats_local;
 		w->rbuf_cap = RBUF_CAP;
 		w->rbuf = malloc(w->rbuf_cap);
 		w->wbuf_cap = WBUF_CAP;
@@ -1543,18 +1545,25 @@ int workers_start(struct server *s)
 		ev.events = EPOLLIN;
 		ev.data.ptr = (void *)(uintptr_t)EV_EVENTFD;
 		epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev);
+	}
+	return 0;
+}
+
+/* Watch the listeners from every worker and start the threads. */
+int workers_start(struct server *s)
+{
+	for (int i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+
 		for (int l = 0; l < s->nlisteners; l++) {
-			ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-			ev.data.ptr = (void *)(uintptr_t)(EV_LISTENER_BASE + l);
+			struct epoll_event ev = {
+				.events = EPOLLIN | EPOLLEXCLUSIVE,
+				.data.ptr = (void *)(uintptr_t)(EV_LISTENER_BASE + l),
+			};
+
 			if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, s->listeners[l].fd, &ev) < 0)
 				return -errno;
 		}
-	}
-	{
-		int r = statemap_init(s);
-
-		if (r < 0)
-			return r;
 	}
 	for (int i = 0; i < s->nworkers; i++) {
 		int r = pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
