@@ -58,6 +58,8 @@ else
 		bulk slowpeer self dupkey reconnect many watch presentflags meshframes)
 	tls_cases=("${cases[@]}" tlsversion faststart untrusted derpprobe)
 	tls12_cases=("${cases[@]}" tlsversion untrusted derpprobe)
+	# The minute-long idle check once, over plain HTTP.
+	cases+=(keepalive)
 fi
 # A short plain-HTTP run on [::1] (default run only; skipped without IPv6).
 ipv6_cases=()
@@ -213,7 +215,27 @@ run_derpprobe() {
 	fi
 }
 
+# report_case NAME CASE LOG RC OUTPUT: one KTAP line for a kderp-interop run.
+report_case() {
+	local name=$1 c=$2 log=$3 rc=$4 output=$5
+	# Keep the tool's diagnostics; its own KTAP lines become ours.
+	printf '%s\n' "$output" | grep '^#' | grep -v '^# Totals'
+	case $rc in
+	0) ktap_pass "$name" ;;
+	4) ktap_skip "$name" "$(printf '%s\n' "$output" | sed -n 's/.*# SKIP //p' | head -n1)" ;;
+	*)
+		[ "$rc" -eq 124 ] && echo "# $c: kderp-interop killed by its outer timeout"
+		printf '%s\n' "$output" | grep -v '^#\|^TAP version\|^1\.\.\|^ok \|^not ok ' |
+			sed 's/^/# /'
+		log_tail "$log"
+		ktap_fail "$name" "exit $rc"
+		;;
+	esac
+}
+
 # run_cases TRANSPORT LOG PID URL [FLAGS...] -- CASE...: one KTAP line per case.
+# "keepalive" idles for about a minute, so it starts in the background before
+# the other cases and is reported in its place in the list.
 run_cases() {
 	local transport=$1 log=$2 pid=$3 url=$4
 	shift 4
@@ -223,15 +245,33 @@ run_cases() {
 		shift
 	done
 	shift
-	local c rc output name
+	local c rc output name ka_pid=
+	for c in "$@"; do
+		[ "$c" = keepalive ] || continue
+		(
+			timeout 120 "$interop" -url "$url" -meshkey "$tmp/mesh.key" "${flags[@]}" \
+				keepalive >"$tmp/keepalive.out" 2>&1
+			echo $? >"$tmp/keepalive.rc"
+		) &
+		ka_pid=$!
+		pids+=("$ka_pid")
+	done
 	while [ $# -gt 0 ]; do
 		c=$1
 		shift
 		name="interop $transport $c"
+		if [ "$c" = keepalive ] && [ -n "$ka_pid" ]; then
+			wait "$ka_pid"
+			report_case "$name" "$c" "$log" "$(cat "$tmp/keepalive.rc" 2>/dev/null || echo 1)" \
+				"$(cat "$tmp/keepalive.out" 2>/dev/null)"
+			ka_pid=
+			continue
+		fi
 		if ! kill -0 "$pid" 2>/dev/null; then
 			echo "# server exited before case $c"
 			log_tail "$log"
 			fail_all "$transport" "server exited" "$c" "$@"
+			[ -n "$ka_pid" ] && kill "$ka_pid" 2>/dev/null
 			return
 		fi
 		if [ "$c" = shutdown ]; then
@@ -247,19 +287,7 @@ run_cases() {
 			-meshkey "$tmp/mesh.key" \
 			"${flags[@]}" "$c" 2>&1)
 		rc=$?
-		# Keep the tool's diagnostics; its own KTAP lines become ours.
-		printf '%s\n' "$output" | grep '^#' | grep -v '^# Totals'
-		case $rc in
-		0) ktap_pass "$name" ;;
-		4) ktap_skip "$name" "$(printf '%s\n' "$output" | sed -n 's/.*# SKIP //p' | head -n1)" ;;
-		*)
-			[ "$rc" -eq 124 ] && echo "# $c: kderp-interop killed after $((case_timeout + 40)) s"
-			printf '%s\n' "$output" | grep -v '^#\|^TAP version\|^1\.\.\|^ok \|^not ok ' |
-				sed 's/^/# /'
-			log_tail "$log"
-			ktap_fail "$name" "exit $rc"
-			;;
-		esac
+		report_case "$name" "$c" "$log" "$rc" "$output"
 	done
 }
 

@@ -284,14 +284,18 @@ func caseWatch(ctx context.Context, e *env) error {
 		if err != nil {
 			return fmt.Errorf("W: waiting for PeerPresent(C2): %w", err)
 		}
+		// Other clients (the rest of the initial flood, clients of other
+		// cases coming and going) may be reported in between.
 		if pg, ok := m.(derp.PeerGoneMessage); ok && pg.Peer != c2.pub {
-			continue // a client of an earlier case going away
+			continue
 		}
 		var ok bool
-		if pp, ok = m.(derp.PeerPresentMessage); !ok || pp.Key != c2.pub {
+		if pp, ok = m.(derp.PeerPresentMessage); !ok {
 			return fmt.Errorf("W: got %s, want PeerPresent(C2)", describe(m))
 		}
-		break
+		if pp.Key == c2.pub {
+			break
+		}
 	}
 	if pp.IPPort != la {
 		return fmt.Errorf("W: PeerPresent(C2) address %v, want %v", pp.IPPort, la)
@@ -304,6 +308,9 @@ func caseWatch(ctx context.Context, e *env) error {
 		m, err := w.next(ctx)
 		if err != nil {
 			return fmt.Errorf("W: waiting for PeerGone(C2): %w", err)
+		}
+		if pp, ok := m.(derp.PeerPresentMessage); ok && pp.Key != c2.pub {
+			continue
 		}
 		pg, ok := m.(derp.PeerGoneMessage)
 		if !ok {
@@ -568,4 +575,38 @@ func caseMeshFrames(ctx context.Context, e *env) error {
 	}
 	// M, the target of both, is untouched and got nothing.
 	return m.expectQuiet(ctx, quiet)
+}
+
+// caseKeepAlive: a client that neither sends nor receives must still get a
+// KeepAlive frame within 70 s (derper: every 60 s plus up to 5 s of jitter);
+// Tailscale clients give up on a connection after 120 s of silence.
+func caseKeepAlive(ctx context.Context, e *env) error {
+	a, err := connectPeer(ctx, e, "A")
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	start := time.Now()
+	deadline := time.NewTimer(70 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for a.keepalives.Load() == 0 {
+		select {
+		case m := <-a.msgs:
+			if _, ok := m.(derp.KeepAliveMessage); !ok {
+				return fmt.Errorf("A: unexpected %s while idle", describe(m))
+			}
+		case <-a.done:
+			return fmt.Errorf("A: connection lost while idle after %v: %w",
+				time.Since(start).Round(time.Second), a.err)
+		case <-deadline.C:
+			return fmt.Errorf("A: no KeepAlive in 70 s")
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	fmt.Printf("# keepalive: first KeepAlive after %v\n", time.Since(start).Round(time.Second))
+	return nil
 }

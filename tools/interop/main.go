@@ -43,6 +43,9 @@ type testCase struct {
 	run  func(ctx context.Context, e *env) error
 }
 
+// longCases have their own timeout where it is longer than -timeout.
+var longCases = map[string]time.Duration{"keepalive": 80 * time.Second}
+
 var cases = []testCase{
 	{"sendrecv", "A->B and B->A with 1, 1200 and 65536 byte payloads", caseSendRecv},
 	{"three", "0->1 and 1->2 with nothing leaking to anyone else", caseThree},
@@ -70,6 +73,8 @@ var cases = []testCase{
 		caseMeshFrames},
 	{"presentflags", "PeerPresent flags: mesh peer, prober, not-ideal node (-meshkey)",
 		casePresentFlags},
+	{"keepalive", "an idle client gets a KeepAlive within 70 s (takes about a minute)",
+		caseKeepAlive},
 	{"tlsversion", "the TLS version is the one given by -tls-version (TLS only)",
 		caseTLSVersion},
 	{"faststart", "TLS 1.3 meta cert and Derp-Fast-Start: 1 (TLS only)", caseFastStart},
@@ -317,17 +322,18 @@ func runCases(e *env, todo []testCase, w io.Writer) int {
 // runOne runs a case with a deadline. A case that ignores its context is
 // abandoned when the deadline passes plus a grace period.
 func runOne(e *env, c testCase) error {
-	ctx, cancel := context.WithTimeout(context.Background(), e.caseTO)
+	to := max(e.caseTO, longCases[c.name])
+	ctx, cancel := context.WithTimeout(context.Background(), to)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.run(ctx, e) }()
 	select {
 	case err := <-done:
 		if err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("timed out after %v: %w", e.caseTO, err)
+			err = fmt.Errorf("timed out after %v: %w", to, err)
 		}
 		return err
-	case <-time.After(e.caseTO + 5*time.Second):
-		return fmt.Errorf("case did not finish within %v", e.caseTO+5*time.Second)
+	case <-time.After(to + 5*time.Second):
+		return fmt.Errorf("case did not finish within %v", to+5*time.Second)
 	}
 }

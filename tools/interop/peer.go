@@ -19,15 +19,16 @@ import (
 // peer is one derphttp client with a goroutine that reads every message it
 // receives into msgs, so that a case can wait for messages with a deadline.
 type peer struct {
-	name    string
-	priv    key.NodePrivate
-	pub     key.NodePublic
-	c       *derphttp.Client
-	msgs    chan derp.ReceivedMessage
-	done    chan struct{} // closed when the reader stops; then err is set
-	stop    chan struct{} // closed by close()
-	err     error
-	closing atomic.Bool
+	name       string
+	priv       key.NodePrivate
+	pub        key.NodePublic
+	c          *derphttp.Client
+	msgs       chan derp.ReceivedMessage
+	done       chan struct{} // closed when the reader stops; then err is set
+	stop       chan struct{} // closed by close()
+	err        error
+	closing    atomic.Bool
+	keepalives atomic.Int64 // KeepAlive frames received
 }
 
 // connectPeer connects a client with a new key and checks that the first
@@ -118,6 +119,9 @@ func (p *peer) read() {
 			p.err = fmt.Errorf("%s: client reconnected (connection generation %d)",
 				p.name, gen)
 			return
+		}
+		if _, ok := m.(derp.KeepAliveMessage); ok {
+			p.keepalives.Add(1)
 		}
 		if rp, ok := m.(derp.ReceivedPacket); ok {
 			// Data aliases the client's read buffer.
