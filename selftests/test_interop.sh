@@ -113,6 +113,7 @@ fail_all() { # fail_all TRANSPORT REASON CASE...
 if [ -n "$why" ]; then
 	skip_all plain "$why" "${cases[@]}"
 	skip_all tls "$why" "${tls_cases[@]}"
+	[ ${#ipv6_cases[@]} -gt 0 ] && skip_all ipv6 "$why" "${ipv6_cases[@]}"
 	ktap_finish
 fi
 
