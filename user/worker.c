@@ -1114,6 +1114,57 @@ bad_request:
 				      "400 Bad Request\n"));
 }
 
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TLS_GET_RECORD_TYPE
+#define TLS_GET_RECORD_TYPE 2
+#endif
+
+/*
+ * kTLS RX read errors. EIO: the next record is not application data, and
+ * its type comes with recvmsg as a control message. EBADMSG: a record failed
+ * authentication. EMSGSIZE: not a valid record at all.
+ */
+static void ktls_read_error(struct conn *c, int err)
+{
+	char why[96];
+
+	if (err == EIO) {
+		union {
+			char buf[CMSG_SPACE(sizeof(unsigned char))];
+			struct cmsghdr align;
+		} cbuf;
+		unsigned char data[64];
+		struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
+		struct msghdr msg = {.msg_iov = &iov,
+				     .msg_iovlen = 1,
+				     .msg_control = cbuf.buf,
+				     .msg_controllen = sizeof(cbuf.buf)};
+		struct cmsghdr *cm;
+		int type = -1;
+
+		if (recvmsg(c->fd, &msg, MSG_DONTWAIT) >= 0) {
+			cm = CMSG_FIRSTHDR(&msg);
+			if (cm && cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
+				type = *(unsigned char *)CMSG_DATA(cm);
+		}
+		if (type == 21)
+			snprintf(why, sizeof(why), "TLS alert on a kTLS socket");
+		else if (type == 22)
+			snprintf(why, sizeof(why),
+				 "TLS handshake message (renegotiation) on a kTLS socket");
+		else
+			snprintf(why, sizeof(why), "TLS control record (type %d) on a kTLS socket",
+				 type);
+	} else if (err == EBADMSG) {
+		snprintf(why, sizeof(why), "TLS record failed authentication (bad tag)");
+	} else {
+		snprintf(why, sizeof(why), "invalid TLS record (not a record header)");
+	}
+	conn_close(c, why);
+}
+
 /* ---- reading ---- */
 
 static void tls_handshake(struct conn *c)
@@ -1244,10 +1295,9 @@ static void conn_read(struct conn *c)
 	} else {
 		/* Plain TCP, or kTLS RX: the kernel hands over decrypted bytes. */
 		r = read(c->fd, buf + have, room);
-		if (r < 0 && errno == EIO && c->tls_mode == TLS_MODE_KTLS_TXRX) {
-			/* A non-data record (alert, renegotiation, KeyUpdate): the
-			 * kernel will not pass it as data; the connection is done. */
-			conn_close(c, "TLS control record on a kTLS socket");
+		if (r < 0 && c->tls_mode == TLS_MODE_KTLS_TXRX &&
+		    (errno == EIO || errno == EBADMSG || errno == EMSGSIZE)) {
+			ktls_read_error(c, errno);
 			return;
 		}
 		if (r == 0) {

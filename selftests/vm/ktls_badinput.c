@@ -435,17 +435,18 @@ static const char *expected_reason(enum bad_input what, bool kernel_rx)
 	switch (what) {
 	case BAD_GARBAGE:
 		/* the kernel rejects the record header (length or version) */
-		return kernel_rx ? "read error: " : "TLS read: ";
+		return kernel_rx ? "invalid TLS record" : "TLS read: ";
 	case BAD_CLOSE_NOTIFY:
-		return kernel_rx ? "TLS control record on a kTLS socket" : "client closed";
+		return kernel_rx ? "TLS alert on a kTLS socket" : "client closed";
 	case BAD_FATAL_ALERT:
-		return kernel_rx ? "TLS control record on a kTLS socket" : "alert bad record mac";
+		return kernel_rx ? "TLS alert on a kTLS socket" : "alert bad record mac";
 	case BAD_TAG:
-		return kernel_rx ? "read error: Bad message" : "bad record mac";
+		return kernel_rx ? "TLS record failed authentication" : "bad record mac";
 	case BAD_RENEGOTIATION:
-		return kernel_rx ? "TLS control record on a kTLS socket" : "no renegotiation";
+		return kernel_rx ? "TLS handshake message (renegotiation) on a kTLS socket"
+				 : "no renegotiation";
 	case BAD_KEY_UPDATE:
-		return kernel_rx ? "TLS control record on a kTLS socket"
+		return kernel_rx ? "TLS handshake message"
 				 : "TLS 1.3 KeyUpdate requested on a kTLS send socket";
 	}
 	return "?";
