@@ -200,6 +200,8 @@ TEST_F(http, long_request_line)
 	check_healthy(_metadata, &self->e);
 }
 
+static const char huge_head_start[] = "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+
 /* GET /derp followed by 1 MiB of headers; returns the status (0: closed). */
 static int send_huge_headers(struct __test_metadata *_metadata, struct env *e)
 {
@@ -211,7 +213,7 @@ static int send_huge_headers(struct __test_metadata *_metadata, struct env *e)
 
 	if (dd_dial(&e->d, &c))
 		return -ECONNREFUSED;
-	derpc_write_raw(&c, "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\n", 37, 1000);
+	derpc_write_raw(&c, huge_head_start, sizeof(huge_head_start) - 1, 1000);
 	while (sent < total && !err) {
 		int n = snprintf(line, sizeof(line), "X-Pad-%d: ", i++);
 
@@ -1021,6 +1023,8 @@ static void reset_close(struct derpc *c)
 
 #define RESET_ROUNDS 300
 
+static const char partial_request[] = "GET /derp HTTP/1.1\r\nHost: 1";
+
 /*
  * Connections reset at every stage of their life: right after connect, in
  * the middle of the request, after the upgrade, in the middle of ClientInfo,
@@ -1046,7 +1050,7 @@ TEST_F_TIMEOUT(load, resets_at_every_stage, 60)
 			break;
 		case 1:
 			ASSERT_EQ(0, dd_dial(&e->d, &c));
-			derpc_write_raw(&c, "GET /derp HTTP/1.1\r\nHost: 1", 29, 1000);
+			derpc_write_raw(&c, partial_request, sizeof(partial_request) - 1, 1000);
 			break;
 		case 2:
 			ASSERT_EQ(0, dd_upgraded(&e->d, &c));
