@@ -232,6 +232,8 @@ class Bench:
             if all(isinstance(x, (int, float)) for x in (m, sc, bc)):
                 r["other_cpu_s"] = max(0.0, m - sc - bc)
             r["loadavg"] = os.getloadavg()[0]
+            if r.get("mode") in ("idle", "churn"):
+                r["size"], r["pairs"] = 0, 0  # no packets in these modes
             if extra:
                 r.update(extra)
         return res
@@ -647,10 +649,10 @@ class Bench:
                 f"{statistics.median(oc) if oc else 0:.2f} cores (median). The machine was "
                 "shared with other work, which is why spreads can be wide.")
         L.append(
-            "- This machine has only "
-            f"{self.ncpu} cores, so the load generator and the server each get one: on loopback "
-            "the bench spends about as much CPU on its sockets as the relay, and the ceiling row "
-            "shows where the machine, not the relay, stops.\n")
+            f"- This machine has only {self.ncpu} cores, which the load generator and the "
+            f"server {'get one each' if self.pin else 'share'}: on loopback the load generator "
+            "spends about as much CPU on its sockets as a relay does, so the ceiling row shows "
+            "where the machine, not a relay, stops.\n")
 
         L.append("## Throughput at the ceiling (Mbit/s delivered, < 1 % loss)\n")
         L.append("| scenario | derper | kderpd | ceiling | kderpd/derper | kderpd/ceiling |")
