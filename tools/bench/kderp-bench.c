@@ -815,6 +815,7 @@ static json_t *jnum(double v)
 
 static void json_add_result(const struct result *r)
 {
+	bool nopkt = !strcmp(r->mode, "idle") || !strcmp(r->mode, "churn");
 	json_t *j;
 
 	if (!g_json)
@@ -823,8 +824,9 @@ static void json_add_result(const struct result *r)
 	json_object_set_new(j, "scenario", json_string(o.scenario ? o.scenario : r->mode));
 	json_object_set_new(j, "mode", json_string(r->mode));
 	json_object_set_new(j, "server", json_string(o.label));
-	json_object_set_new(j, "size", json_integer(o.size));
-	json_object_set_new(j, "pairs", json_integer(o.pairs));
+	/* idle and churn send no packets */
+	json_object_set_new(j, "size", json_integer(nopkt ? 0 : o.size));
+	json_object_set_new(j, "pairs", json_integer(nopkt ? 0 : o.pairs));
 	json_object_set_new(j, "tls", json_boolean(o.tgt.tls));
 	json_object_set_new(j, "target_mbps", jnum(r->target_mbps));
 	json_object_set_new(j, "offered_mbps", jnum(r->offered_mbps));
@@ -941,18 +943,19 @@ static int relay_step(double target_mbps, double secs, struct result *r)
 	t_end = t0 + (uint64_t)(secs * 1e9);
 	if (pps_pair > 0) {
 		/*
-		 * Pacing: latency mode refills for about one packet per pair, the
+		 * Pacing: latency mode refills for about two packets per pair, the
 		 * throughput modes for about eight (a quarter of derper's 32-packet
 		 * queue), so writes stay batched and cheap for the load generator
-		 * without bursts that would overflow a relay queue.
+		 * without bursts that would overflow a relay queue. Each batch is
+		 * stamped when it is built, so pacing adds nothing to the latency.
 		 */
-		double frames = o.mode == MODE_LATENCY ? 1.0 : 8.0;
+		double frames = o.mode == MODE_LATENCY ? 2.0 : 8.0;
 
 		pace = frames * 1e9 / pps_pair;
 		if (o.pace_us > 0)
 			pace = o.pace_us * 1000.0;
 		if (o.mode == MODE_LATENCY)
-			pace = fmin(fmax(pace, 10000.0), 500000.0);
+			pace = fmin(fmax(pace, 20000.0), 500000.0);
 		else
 			pace = fmin(fmax(pace, 50000.0), 5000000.0);
 	}
