@@ -138,18 +138,21 @@ int derp_open_client_info(const uint8_t server_priv[32], const uint8_t *payload,
 		return -ENOMEM;
 	}
 	ret = crypto_box_open_easy_afternm(plain, box, boxlen, nonce, shared);
-	sodium_memzero(shared, sizeof(shared));
 	if (ret != 0) {
+		sodium_memzero(shared, sizeof(shared));
 		*why = "ClientInfo box does not open";
 		free(plain);
 		return -EINVAL;
 	}
 	ret = derp_parse_client_info_json((const char *)plain, boxlen - DERP_BOX_OVERHEAD, ci, why);
 	free(plain);
+	if (ret == 0)
+		memcpy(ci->shared, shared, sizeof(shared));
+	sodium_memzero(shared, sizeof(shared));
 	return ret;
 }
 
-int derp_seal_server_info(const uint8_t server_priv[32], const uint8_t client_pub[32], uint8_t *out)
+int derp_seal_server_info_afternm(const uint8_t shared[32], uint8_t *out)
 {
 	const size_t jl = sizeof(DERP_SERVER_INFO_JSON) - 1;
 	uint8_t *nonce = out + DERP_FRAME_HDR_LEN;
@@ -157,10 +160,22 @@ int derp_seal_server_info(const uint8_t server_priv[32], const uint8_t client_pu
 	out[0] = DERP_FRAME_SERVER_INFO;
 	put_be32(out + 1, DERP_NONCE_LEN + DERP_BOX_OVERHEAD + jl);
 	randombytes_buf(nonce, DERP_NONCE_LEN);
-	if (crypto_box_easy(nonce + DERP_NONCE_LEN, (const uint8_t *)DERP_SERVER_INFO_JSON, jl,
-			    nonce, client_pub, server_priv) != 0)
+	if (crypto_box_easy_afternm(nonce + DERP_NONCE_LEN, (const uint8_t *)DERP_SERVER_INFO_JSON,
+				    jl, nonce, shared) != 0)
 		return -EINVAL;
 	return 0;
+}
+
+int derp_seal_server_info(const uint8_t server_priv[32], const uint8_t client_pub[32], uint8_t *out)
+{
+	uint8_t shared[crypto_box_BEFORENMBYTES];
+	int ret;
+
+	if (crypto_box_beforenm(shared, client_pub, server_priv) != 0)
+		return -EINVAL;
+	ret = derp_seal_server_info_afternm(shared, out);
+	sodium_memzero(shared, sizeof(shared));
+	return ret;
 }
 
 void derp_new_key(uint8_t priv[32], uint8_t pub[32])

@@ -16,6 +16,9 @@ struct client_info {
 	bool can_ack_pings;
 	bool is_prober;
 	long long version;
+	/* The X25519 shared key, kept so ServerInfo can be sealed without a
+	 * second scalar multiplication. Wipe it after use. */
+	uint8_t shared[32];
 };
 
 /*
@@ -40,6 +43,9 @@ int derp_parse_client_info_json(const char *json, size_t len, struct client_info
 	(DERP_FRAME_HDR_LEN + DERP_NONCE_LEN + DERP_BOX_OVERHEAD + sizeof(DERP_SERVER_INFO_JSON) - \
 	 1)
 int derp_seal_server_info(const uint8_t server_priv[32], const uint8_t client_pub[32], uint8_t *out)
+	__attribute__((warn_unused_result));
+/* The same with the shared key from derp_open_client_info. */
+int derp_seal_server_info_afternm(const uint8_t shared[32], uint8_t *out)
 	__attribute__((warn_unused_result));
 
 /* The ServerKey frame: 5 + 8 + 32 = 45 bytes. */

@@ -716,6 +716,7 @@ static void handle_client_info(struct conn *c, const uint8_t *payload, uint32_t 
 	uint8_t si[DERP_SERVER_INFO_FRAME_LEN];
 	const char *why = "";
 	struct pkt *p;
+	int r;
 
 	if (derp_open_client_info(s->priv, payload, len, &ci, &why) < 0) {
 		STAT_ADD(w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
@@ -730,7 +731,9 @@ static void handle_client_info(struct conn *c, const uint8_t *payload, uint32_t 
 	    sodium_memcmp(ci.mesh_key, s->mesh_key, sizeof(s->mesh_key)) == 0)
 		c->can_mesh = true;
 	sodium_memzero(ci.mesh_key, sizeof(ci.mesh_key));
-	if (derp_seal_server_info(s->priv, c->key, si) < 0) {
+	r = derp_seal_server_info_afternm(ci.shared, si);
+	sodium_memzero(ci.shared, sizeof(ci.shared));
+	if (r < 0) {
 		STAT_ADD(w->stats->c[CTR_HANDSHAKE_FAILURES], 1);
 		STAT_ADD(w->stats->c[CTR_HS_FAIL_INTERNAL], 1);
 		conn_close(c, "cannot seal ServerInfo");
