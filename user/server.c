@@ -367,6 +367,9 @@ void server_sum_stats(struct server *s, struct worker_stats *out)
 	}
 }
 
+/* Keys are public: no constant-time compare needed for the empty slot test. */
+static const uint8_t zero_key[32];
+
 bool keyset_add(struct keyset *ks, const uint8_t key[32])
 {
 	uint32_t mask, i;
@@ -383,12 +386,12 @@ bool keyset_add(struct keyset *ks, const uint8_t key[32])
 		ks->cap = ncap;
 		ks->n = 0;
 		for (uint32_t j = 0; j < oldcap; j++)
-			if (!sodium_is_zero(old[j], 32))
+			if (memcmp(old[j], zero_key, 32) != 0)
 				keyset_add(ks, old[j]);
 		free(old);
 	}
 	mask = ks->cap - 1;
-	for (i = key_hash(key) & mask; !sodium_is_zero(ks->keys[i], 32); i = (i + 1) & mask)
+	for (i = key_hash(key) & mask; memcmp(ks->keys[i], zero_key, 32) != 0; i = (i + 1) & mask)
 		if (memcmp(ks->keys[i], key, 32) == 0)
 			return false;
 	memcpy(ks->keys[i], key, 32);

@@ -137,6 +137,7 @@ struct conn {
 
 	/* Keys this client has sent packets to (for PeerGone on disconnect). */
 	struct keyset sent_to;
+	uint8_t last_sent_to[DERP_KEY_LEN];
 
 	struct peer_stats *st; /* a state-plane slot, or st_local */
 	uint32_t slot;

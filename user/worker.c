@@ -839,8 +839,11 @@ static struct conn *lookup_dst(struct conn *c, struct batch *b, const uint8_t *k
 	b->last_dst = p ? atomic_load(&p->active) : NULL;
 	memcpy(b->last_key_buf, key, DERP_KEY_LEN);
 	b->last_valid = b->last_dst != NULL;
-	if (b->last_dst)
+	/* Remember correspondents for PeerGone; most batches repeat the last one. */
+	if (b->last_dst && memcmp(c->last_sent_to, key, DERP_KEY_LEN) != 0) {
 		keyset_add(&c->sent_to, key);
+		memcpy(c->last_sent_to, key, DERP_KEY_LEN);
+	}
 	return b->last_dst;
 }
 
