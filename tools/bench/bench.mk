@@ -7,9 +7,10 @@
 #   make bench QUICK=1    short run (< 3 min)
 #   make bench-report     rewrite performance.md from the last run's JSON
 
-BENCH_SRCS := tools/bench/kderp-bench.c tools/bench/bench-link.c
+BENCH_SRCS := tools/bench/kderp-bench.c tools/bench/bench-link.c tools/bench/bench-stun.c
 BENCH_OBJS := $(patsubst tools/bench/%.c,$(OUTPUT)/bench/%.o,$(BENCH_SRCS))
-BENCH_LINK := $(BENCH_OBJS) $(DERPC_OBJS)
+# the STUN mode builds and checks packets with kderpd's STUN message functions
+BENCH_LINK := $(BENCH_OBJS) $(DERPC_OBJS) $(OUTPUT)/user/stun.o $(OUTPUT)/user/log.o
 CEILING_OBJS := $(OUTPUT)/bench/ceiling-relay.o
 
 BINS += $(OUTPUT)/kderp-bench
@@ -20,7 +21,7 @@ endif
 $(OUTPUT)/bench/%.o: tools/bench/%.c | $(OUTPUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -Itools -Itools/bench -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Itools -Itools/bench -Iuser -c $< -o $@
 
 $(OUTPUT)/kderp-bench: $(BENCH_LINK)
 	$(call msg,LD,$@)
@@ -46,6 +47,8 @@ QUICK ?= 0
 # at the start and keep the better.
 BENCH_WORKERS ?= -1
 BENCH_PIN ?= -1
+# subset of relay,latency,connections,stun,sweep (empty = all), e.g. BENCH_ONLY=stun
+BENCH_ONLY ?=
 .PHONY: bench
 bench: deps
 	$(Q)$(MAKE) --no-print-directory $(OUTPUT)/kderpd $(OUTPUT)/kderp-bench \
@@ -53,7 +56,7 @@ bench: deps
 	$(Q)DERPER_VERSION=$(DERPER_VERSION) python3 tools/bench/run-bench.py \
 		--output $(abspath $(OUTPUT)) --derper $(abspath $(BENCH_DERPER)) \
 		--quick $(QUICK) --workers $(BENCH_WORKERS) --pin $(BENCH_PIN) \
-		--doc Documentation/performance.md
+		--only "$(BENCH_ONLY)" --doc Documentation/performance.md
 
 .PHONY: bench-report
 bench-report:

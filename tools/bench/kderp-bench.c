@@ -1405,13 +1405,18 @@ static int run_churn(void)
 	return r.failures ? EXIT_MIDRUN : 0;
 }
 
-/* STUN hook: see bench_stun_run() in bench.h. */
+/* STUN hook: see bench_stun_run() in bench.h; -P, --label and --scenario go along. */
+void bench_stun_set_context(int server_pid, const char *label, const char *scenario)
+	__attribute__((weak));
+
 static int run_stun(void)
 {
 	if (!bench_stun_run) {
 		fprintf(stderr, "kderp-bench: stun mode is not built into this binary\n");
 		return 4;
 	}
+	if (bench_stun_set_context)
+		bench_stun_set_context(o.server_pid, o.label, o.scenario);
 	return bench_stun_run(&o.tgt, o.rate_mbps, o.duration, g_json) ? EXIT_MIDRUN : 0;
 }
 
@@ -1453,7 +1458,7 @@ static void usage(FILE *f)
 		"  -p, --pairs N            sender/receiver pairs (default 10)\n"
 		"  -S, --size BYTES         packet payload size (default 1400, min %d)\n"
 		"  -r, --rate MBIT          total offered payload rate, 0 = unlimited (default);\n"
-		"                           churn: connections per second\n"
+		"                           churn: connections per second; stun: requests per second\n"
 		"  -t, --duration SECS      run (or ramp step) length (default 5)\n"
 		"  -T, --threads N          load threads (default 1)\n"
 		"      --connect-threads N  parallel handshakes (default 4)\n"
