@@ -87,6 +87,7 @@ class Bench:
         self.server_cpus = "0"
         self.bench_cpus = ",".join(str(c) for c in range(1, self.ncpu)) if self.ncpu > 1 else "0"
         self.workers = args.workers
+        self.only = [x for x in (getattr(args, "only", "") or "").split(",") if x]
         self.points = []
         self.steps = []
         self.errors = []
@@ -346,6 +347,172 @@ class Bench:
                                60, "handshakes", {"repeat": rep, "kind": "churn"})
             self.points += res
 
+    # ---- STUN: derper, kderpd userspace, kderpd XDP, each across a veth pair ----
+
+    STUN_SRV, STUN_CLI, STUN_PORT, STUN_HTTP = "10.79.0.1", "10.79.0.2", 3478, 3340
+
+    def stun_loads(self):
+        """(name, requests/s) offered to every server; 0 = as fast as the sender can."""
+        return [("max", 0), ("paced", 50000)]
+
+    def stun_repeats(self):
+        return max(3, self.repeats)  # cheap enough for three alternating repeats even in QUICK
+
+    def stun_servers(self):
+        names = []
+        if "derper" in self.servers:
+            names.append("derper")
+        if "kderpd" in self.servers:
+            names += ["kderpd", "kderpd-xdp"]
+        return names
+
+    def netns_up(self, tag):
+        """A fresh pair of namespaces joined by veth; returns the names or raises."""
+        sfx = f"{os.getpid() & 0xffff:04x}{tag:02x}"
+        ns = {"srv": f"kbsS{sfx}", "cli": f"kbsC{sfx}", "if_s": f"kbs{sfx}", "if_c": f"kbc{sfx}"}
+        self.netns_down(ns)
+        cmds = [["ip", "netns", "add", ns["srv"]], ["ip", "netns", "add", ns["cli"]],
+                ["ip", "-n", ns["srv"], "link", "add", ns["if_s"], "type", "veth", "peer",
+                 "name", ns["if_c"], "netns", ns["cli"]],
+                ["ip", "-n", ns["srv"], "addr", "add", self.STUN_SRV + "/24", "dev", ns["if_s"]],
+                ["ip", "-n", ns["cli"], "addr", "add", self.STUN_CLI + "/24", "dev", ns["if_c"]],
+                ["ip", "-n", ns["srv"], "link", "set", "lo", "up"],
+                ["ip", "-n", ns["cli"], "link", "set", "lo", "up"],
+                ["ip", "-n", ns["srv"], "link", "set", ns["if_s"], "up"],
+                ["ip", "-n", ns["cli"], "link", "set", ns["if_c"], "up"],
+                # veth would hand XDP packets whose UDP checksum is only the pseudo-header
+                # sum: turn TX checksum offload off on the sender's side (SIOCETHTOOL,
+                # ETHTOOL_STXCSUM = 0), for every server alike
+                ["ip", "netns", "exec", ns["cli"], sys.executable, "-c",
+                 "import array,fcntl,socket,struct,sys\n"
+                 "ev=array.array('I',[0x17,0])\n"
+                 "fcntl.ioctl(socket.socket(),0x8946,"
+                 "struct.pack('16sP',sys.argv[1].encode(),ev.buffer_info()[0]))",
+                 ns["if_c"]]]
+        for c in cmds:
+            r = subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               timeout=20)
+            if r.returncode:
+                self.netns_down(ns)
+                raise RuntimeError(f"{' '.join(c[:6])}: {r.stderr.decode().strip()}")
+        return ns
+
+    @staticmethod
+    def netns_down(ns):
+        for k in ("srv", "cli"):
+            subprocess.run(["ip", "netns", "del", ns[k]], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=20)
+
+    def stun_server_cmd(self, name, ns):
+        addr = f"{self.STUN_SRV}:{self.STUN_HTTP}"
+        keyfile = os.path.join(self.dir, f"{name}.key.json")
+        if name == "derper":
+            cmd = [self.derper, "-a", addr, "-c", keyfile, "--stun",
+                   "--stun-port", str(self.STUN_PORT)]
+        else:
+            cmd = [self.kderpd, "-a", addr, "-c", keyfile, "--stun-port", str(self.STUN_PORT),
+                   "--bpffs-dir", f"/sys/fs/bpf/kderp-bench-stun-{os.getpid()}"]
+            workers = self.workers if self.workers >= 0 else (1 if self.pin else 0)
+            if workers:
+                cmd += ["--workers", str(workers)]
+            if name == "kderpd-xdp":
+                cmd += [f"--xdp-iface={ns['if_s']}:generic"]
+        if self.pin:
+            cmd = ["taskset", "-c", self.server_cpus] + cmd
+        return ["ip", "netns", "exec", ns["srv"]] + cmd
+
+    def stun_bench(self, name, ns, pid, args, timeout, jpath=None):
+        cmd = ["ip", "netns", "exec", ns["cli"]]
+        if self.pin:
+            cmd += ["taskset", "-c", self.bench_cpus]
+        # the target is in a namespace of ours, not loopback
+        cmd += [self.loadgen, "stun", "-s", f"{self.STUN_SRV}:{self.STUN_PORT}",
+                "--label", name, "--allow-remote", "--server-pid", str(pid)] + args
+        if jpath:
+            cmd += ["--json", jpath]
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+            out, rc = r.stdout.decode(errors="replace"), r.returncode
+        except subprocess.TimeoutExpired as e:
+            out, rc = (e.stdout or b"").decode(errors="replace"), -1
+        with open(os.path.join(self.logdir, "kderp-bench.log"), "a") as f:
+            f.write(f"\n== {' '.join(cmd)}\n{out}")
+        return rc, out
+
+    def stun_measure(self, name, rep, tag, dur):
+        """One server in fresh namespaces, every load once; appends to self.points."""
+        try:
+            ns = self.netns_up(tag)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            self.errors.append(f"stun {name}: namespaces: {e}")
+            log(f"stun {name}: cannot create namespaces: {e}")
+            return
+        proc = None
+        try:
+            cmd = self.stun_server_cmd(name, ns)
+            logf = open(os.path.join(self.logdir, f"{name}.log"), "ab")
+            logf.write(f"\n== {' '.join(cmd)}\n".encode())
+            logf.flush()
+            # `ip netns exec` and taskset exec the server: proc.pid is the server
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                                    preexec_fn=raise_nofile, cwd=self.dir)
+            logf.close()
+            # ready = a short STUN exchange answered end to end (bounded: 40 x 0.25 s)
+            ready = False
+            for _ in range(40):
+                if proc.poll() is not None:
+                    break
+                rc, _ = self.stun_bench(name, ns, proc.pid, ["-t", "0.1", "-r", "1000"], 10)
+                if rc == 0:
+                    ready = True
+                    break
+                time.sleep(0.25)
+            if not ready:
+                msg = f"stun {name}: server not answering (see $(OUTPUT)/bench/logs/{name}.log)"
+                self.errors.append(msg)
+                log(msg)
+                return
+            for load, rate in self.stun_loads():
+                jpath = os.path.join(self.dir, "last.json")
+                if os.path.exists(jpath):
+                    os.unlink(jpath)
+                rc, out = self.stun_bench(name, ns, proc.pid,
+                                          ["-t", str(dur), "-r", str(rate),
+                                           "--scenario", f"stun-{load}"], dur + 30, jpath)
+                died = proc.poll() is not None
+                if rc != 0 or died:
+                    msg = (f"stun-{load} {name}: kderp-bench exit {rc}" +
+                           (" (server died)" if died else ""))
+                    self.errors.append(msg)
+                    log(msg)
+                if os.path.exists(jpath):
+                    with open(jpath) as f:
+                        for r in json.load(f):
+                            r.update({"scenario": f"stun-{load}", "kind": "stun",
+                                      "repeat": rep, "load": load,
+                                      "loadavg": os.getloadavg()[0]})
+                            self.points.append(r)
+                if died:
+                    break
+        finally:
+            if proc:
+                self.stop(proc)
+            self.netns_down(ns)
+
+    def stun(self):
+        if os.geteuid() != 0 or not shutil.which("ip"):
+            self.errors.append("stun: needs root and iproute2 (network namespaces)")
+            log("stun: skipped (needs root and iproute2)")
+            return
+        dur = 1.0 if self.quick else 3.0
+        for rep in range(self.stun_repeats()):
+            for i, name in enumerate(self.rotate(self.stun_servers(), rep)):
+                if self.over_budget():
+                    return
+                log(f"rep {rep + 1}: stun on {name}")
+                self.stun_measure(name, rep, rep * 8 + i, dur)
+
     # ---- aggregation ----
 
     def values(self, scenario, server, key, kind=None):
@@ -405,16 +572,23 @@ class Bench:
             self.probe_pinning()
         log(f"servers: {', '.join(self.servers + ['ceiling'])}; repeats {self.repeats}; "
             f"pinning {'server cpu ' + self.server_cpus + ', bench cpu ' + self.bench_cpus if self.pin else 'off'}")
-        for rep in range(self.repeats):
-            self.ceilings(rep)
+        want = lambda n: not self.only or n in self.only
+        if want("relay"):
+            for rep in range(self.repeats):
+                self.ceilings(rep)
         dc = self.stat("relay-1400-p10-plain", "derper", "delivered_mbps", "ceiling")
         self.derper_ceiling = dc["median"] if dc else 1000.0
-        for rep in range(self.repeats):
-            self.latency(rep, self.derper_ceiling)
-        for rep in range(self.repeats):
-            self.idle(rep)
-            self.churn(rep)
-        self.sweep()
+        if want("latency"):
+            for rep in range(self.repeats):
+                self.latency(rep, self.derper_ceiling)
+        if want("connections"):
+            for rep in range(self.repeats):
+                self.idle(rep)
+                self.churn(rep)
+        if want("stun"):
+            self.stun()
+        if want("sweep"):
+            self.sweep()
         self.write_outputs()
 
     # ---- outputs ----
@@ -424,7 +598,9 @@ class Bench:
         keys = ["delivered_mbps", "offered_mbps", "pps", "loss_pct", "p50_us", "p90_us",
                 "p99_us", "p999_us", "server_cpu_s", "rss_kib", "handshakes_per_s",
                 "rss_per_client_kib", "failures", "fds_before", "fds_after", "rss_before_kib",
-                "rss_after_kib", "target_mbps"]
+                "rss_after_kib", "target_mbps", "answered_rps", "offered_rps",
+                "server_cpu_s_per_m", "machine_cpu_s_per_m",
+                "machine_minus_bench_cpu_s_per_m", "machine_cpu_s", "bench_cpu_s"]
         scen = sorted({(p["scenario"], p["server"], p.get("kind", "")) for p in self.points
                        if p.get("kind") != "sweep"})
         for sc, srv, kind in scen:
@@ -729,6 +905,8 @@ class Bench:
                  "2 s; RSS per client = (server RSS after − before) / clients. `handshakes` "
                  "connects, completes the DERP handshake and closes as fast as 4 threads can.\n")
 
+        self.write_stun(L)
+
         L.append("## Targets\n")
         L.append("| target | measured | met |")
         L.append("| --- | --- | --- |")
@@ -750,6 +928,10 @@ class Bench:
         L.append(f"| ≤ 2 KiB RSS per idle client | "
                  f"{self.fmt_m(ki, 2) + ' KiB' if ki else 'n/a'} | "
                  f"{self.met(ki['median'] if ki else None, 2.0, lower=True)} |")
+        xr = self.stun_per_core_ratio()
+        L.append(f"| STUN: XDP ≥ 10x derper per core (answered requests per machine CPU "
+                 f"second, unlimited load) | {f'{xr:.2f}x' if xr else 'n/a'} | "
+                 f"{self.met(xr, 10.0)} |")
         kh = self.stat("handshakes", "kderpd", "handshakes_per_s", "churn")
         dh = self.stat("handshakes", "derper", "handshakes_per_s", "churn")
         r = kh["median"] / dh["median"] if kh and dh and dh["median"] else None
@@ -775,6 +957,64 @@ class Bench:
                  "--search 50:20000:6 -t 1.5\n```\n")
         with open(self.doc, "w") as f:
             f.write("\n".join(L))
+
+    def stun_per_core(self, srv, load="max"):
+        """Answered requests per second of whole-machine CPU (median over repeats)."""
+        v = [p["received"] / p["machine_cpu_s"] for p in self.points
+             if p.get("kind") == "stun" and p.get("server") == srv and p.get("load") == load
+             and isinstance(p.get("machine_cpu_s"), (int, float)) and p["machine_cpu_s"] > 0]
+        return statistics.median(v) if v else None
+
+    def stun_per_core_ratio(self):
+        x, d = self.stun_per_core("kderpd-xdp"), self.stun_per_core("derper")
+        return x / d if x and d else None
+
+    def write_stun(self, L):
+        if not any(p.get("kind") == "stun" for p in self.points):
+            return
+        dur = 1.0 if self.quick else 3.0
+        L.append("## STUN\n")
+        L.append(
+            "Each server alone in a fresh network namespace, joined by a veth pair to a second "
+            "namespace that runs `kderp-bench stun` (one thread, Tailscale binding requests in "
+            "`sendmmsg` batches of up to 64, answers drained with `recvmmsg`, each matched by "
+            "transaction id and its XOR-MAPPED-ADDRESS checked). derper: `-a IP:3340 --stun "
+            "--stun-port 3478`; kderpd: the same with its userspace STUN thread, and "
+            "`kderpd-xdp` adds `--xdp-iface=VETH:generic` (native XDP on veth needs an XDP "
+            "program on the peer as well, so generic mode is measured). TX checksum offload "
+            "is off on the sender's veth for every server. Loads: **max** = as fast as the "
+            "sender goes, **paced** = 50,000 requests/s; "
+            f"{dur} s each, {self.stun_repeats()} alternating repeats, medians (min–max).\n")
+        L.append(
+            "CPU s per million answered: *server* = user+sys of the server process; "
+            "*machine* = user+nice+system+irq+softirq of the whole machine from `/proc/stat`, "
+            "which includes the load generator (about one core at max load) and the softirq "
+            "work of XDP, which is charged to no process. Per core = answered requests per "
+            "machine CPU second.\n")
+        L.append("| load | server | answered req/s | loss % | server CPU s/M | machine CPU s/M | "
+                 "answered per machine CPU s | req/s vs derper | machine CPU/M vs derper |")
+        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for load, _ in self.stun_loads():
+            scen = f"stun-{load}"
+            d_rps = self.stat(scen, "derper", "answered_rps", "stun")
+            d_cpu = self.stat(scen, "derper", "machine_cpu_s_per_m", "stun")
+            for srv in ("derper", "kderpd", "kderpd-xdp"):
+                st = self.stat(scen, srv, "answered_rps", "stun")
+                if not st:
+                    continue
+                g = lambda k, d=0: self.fmt(self.stat(scen, srv, k, "stun"), d)
+                pc = self.stun_per_core(srv, load)
+                cpu = self.stat(scen, srv, "machine_cpu_s_per_m", "stun")
+                L.append(f"| {load} | {srv} | {g('answered_rps')} | {g('loss_pct', 2)} | "
+                         f"{g('server_cpu_s_per_m', 2)} | {g('machine_cpu_s_per_m', 2)} | "
+                         f"{f'{pc:,.0f}' if pc else 'n/a'} | {self.ratio(st, d_rps)} | "
+                         f"{self.ratio(cpu, d_cpu)} |")
+        L.append("")
+        L.append(
+            "With XDP the answer is built in the softirq of the packet's arrival, which on "
+            "veth runs on the sender's CPU: the server process uses no CPU at all, and at max "
+            "load the single-threaded sender, not the server, is the limit. The machine "
+            "figure therefore overstates XDP's cost by the generator's share.\n")
 
     @staticmethod
     def fmt_m(st, digits=0):
@@ -803,6 +1043,9 @@ def main():
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the document from the last run's JSON files")
     ap.add_argument("--pin", type=int, default=-1, help="1 pin, 0 do not, -1 probe")
+    ap.add_argument("--only", default="",
+                    help="comma-separated subset of relay,latency,connections,stun,sweep "
+                         "(default: all)")
     args = ap.parse_args()
     b = Bench(args)
     if args.report_only:
