@@ -11,8 +11,10 @@
  * and port.
  *
  * CPU: the server process (/proc/PID/stat, with -P), this process (rusage)
- * and the whole machine (/proc/stat user+nice+system+irq+softirq), the last
- * one because XDP work is softirq time that no process is charged for.
+ * and the whole machine (/proc/stat user+nice+system+irq+softirq), with its
+ * irq+softirq share on its own: XDP work is softirq time that no server
+ * process is charged for (on veth it runs on the sender's CPU, and this
+ * process's rusage includes it, so "machine minus sender" means nothing).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -110,21 +112,25 @@ static double proc_cpu_s(int pid)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* Whole machine: user+nice+system+irq+softirq seconds from /proc/stat, or -1. */
-static double machine_cpu_s(void)
+/*
+ * Whole machine from /proc/stat: user+nice+system+irq+softirq seconds, and
+ * irq+softirq alone in @irq. Returns -1 if unreadable.
+ */
+static double machine_cpu_s(double *irq)
 {
-	unsigned long long us, ni, sy, id, io, irq, sirq;
+	unsigned long long us, ni, sy, id, io, hi, si;
 	FILE *f = fopen("/proc/stat", "r");
+	double hz = (double)sysconf(_SC_CLK_TCK);
 	int n;
 
 	if (!f)
 		return -1;
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu", &us, &ni, &sy, &id, &io, &irq,
-		   &sirq);
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu", &us, &ni, &sy, &id, &io, &hi, &si);
 	fclose(f);
 	if (n != 7)
 		return -1;
-	return (double)(us + ni + sy + irq + sirq) / (double)sysconf(_SC_CLK_TCK);
+	*irq = (double)(hi + si) / hz;
+	return (double)(us + ni + sy + hi + si) / hz;
 }
 
 static double self_cpu_s(void)
@@ -292,7 +298,7 @@ int bench_stun_run(const struct bench_target *t, double rate, double secs, json_
 	static uint8_t sbuf[BATCH][KDERP_STUN_REQUEST_LEN];
 	static uint8_t rbuf[RBUF][256];
 	struct stun_run r = {.fd = -1};
-	double srv0, srv1, mach0, mach1, me0, me1, send_s, rps, per_m;
+	double srv0, srv1, mach0, mach1, me0, me1, irq0 = 0, irq1 = 0, send_s, rps, per_m;
 	socklen_t slen = sizeof(r.self);
 	uint64_t t_end, t_drain, now;
 	int sndbuf = 4 << 20, ret = 0;
@@ -321,7 +327,7 @@ int bench_stun_run(const struct bench_target *t, double rate, double secs, json_
 	r.tag = (uint32_t)getpid() ^ (uint32_t)mono_ns();
 
 	srv0 = ctx.server_pid > 0 ? proc_cpu_s(ctx.server_pid) : -1;
-	mach0 = machine_cpu_s();
+	mach0 = machine_cpu_s(&irq0);
 	me0 = self_cpu_s();
 	r.t0 = mono_ns();
 	t_end = r.t0 + (uint64_t)(secs * 1e9);
@@ -365,7 +371,7 @@ int bench_stun_run(const struct bench_target *t, double rate, double secs, json_
 		drain(&r, rbuf);
 	}
 	srv1 = ctx.server_pid > 0 ? proc_cpu_s(ctx.server_pid) : -1;
-	mach1 = machine_cpu_s();
+	mach1 = machine_cpu_s(&irq1);
 	me1 = self_cpu_s();
 	have_srv = srv0 >= 0 && srv1 >= 0;
 	have_mach = mach0 >= 0 && mach1 >= 0;
@@ -384,14 +390,15 @@ int bench_stun_run(const struct bench_target *t, double rate, double secs, json_
 	printf("  bad %" PRIu64 "  duplicate %" PRIu64 "  stray %" PRIu64 "\n", r.bad, r.dup,
 	       r.stray);
 	printf("  rtt us     p50 %.1f  p99 %.1f\n", hist_pct(&r, 50), hist_pct(&r, 99));
-	printf("  cpu s      server %.2f  machine %.2f  bench %.2f\n", have_srv ? srv1 - srv0 : -1,
-	       have_mach ? mach1 - mach0 : -1, me1 - me0);
+	printf("  cpu s      server %.2f  machine %.2f (irq+softirq %.2f)  bench %.2f\n",
+	       have_srv ? srv1 - srv0 : -1, have_mach ? mach1 - mach0 : -1,
+	       have_mach ? irq1 - irq0 : -1, me1 - me0);
 	if (r.answered)
-		printf("  cpu s per million answered: server %.3f  machine %.3f  "
-		       "machine-minus-bench %.3f\n",
+		printf("  cpu s per million answered: server %.3f  server+irq+softirq %.3f  "
+		       "machine %.3f\n",
 		       have_srv ? (srv1 - srv0) * per_m : -1,
-		       have_mach ? (mach1 - mach0) * per_m : -1,
-		       have_mach ? (mach1 - mach0 - (me1 - me0)) * per_m : -1);
+		       have_srv && have_mach ? (srv1 - srv0 + irq1 - irq0) * per_m : -1,
+		       have_mach ? (mach1 - mach0) * per_m : -1);
 	printf("BenchmarkStun/%s-%ld\t%" PRIu64 "\t%.1f ns/op\t%.0f req/s\t%.3f loss-%%\t"
 	       "%.3f srv-cpu-s\t%.3f machine-cpu-s\n",
 	       rate > 0 ? "paced" : "unlimited", sysconf(_SC_NPROCESSORS_ONLN),
@@ -439,13 +446,14 @@ int bench_stun_run(const struct bench_target *t, double rate, double secs, json_
 		json_object_set_new(j, "server_cpu_s", num_or_null(srv1 - srv0, have_srv));
 		json_object_set_new(j, "machine_cpu_s", num_or_null(mach1 - mach0, have_mach));
 		json_object_set_new(j, "bench_cpu_s", json_real(me1 - me0));
+		json_object_set_new(j, "softirq_cpu_s", num_or_null(irq1 - irq0, have_mach));
 		json_object_set_new(j, "server_cpu_s_per_m",
 				    num_or_null((srv1 - srv0) * per_m, have_srv && ans));
 		json_object_set_new(j, "machine_cpu_s_per_m",
 				    num_or_null((mach1 - mach0) * per_m, have_mach && ans));
-		json_object_set_new(
-			j, "machine_minus_bench_cpu_s_per_m",
-			num_or_null((mach1 - mach0 - (me1 - me0)) * per_m, have_mach && ans));
+		json_object_set_new(j, "server_side_cpu_s_per_m",
+				    num_or_null((srv1 - srv0 + irq1 - irq0) * per_m,
+						have_srv && have_mach && ans));
 		json_object_set_new(j, "rss_kib", json_integer(0));
 		json_object_set_new(j, "duration_s", json_real(send_s));
 		json_object_set_new(j, "clients", json_integer(0));
