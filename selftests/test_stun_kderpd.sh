@@ -11,7 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 kderpd=${KDERP_OUTPUT:-.output}/kderpd
-NTESTS=8
+NTESTS=10
+interop=${KDERP_OUTPUT:-.output}/kderp-interop
 ktap_header $NTESTS
 
 skip_all() {
@@ -154,6 +155,29 @@ else
 	grep -E '^(xdp_stun|stun_)' <<<"$v" | sed 's/^/# /'
 	ktap_fail "xdp_counters_move_userspace_idle"
 fi
+# Tailscale's own net/stun client (the code netcheck runs), v4 and v6.
+go_stun() { # go_stun -> 0 if both families get our own address back
+	[ -x "$interop" ] || return 2
+	ip netns exec "$NS_C" "$interop" -stun "$SRV:$STUN_PORT" -stun-want "$CLI" stun \
+		>"$work/go4" 2>&1 &&
+		ip netns exec "$NS_C" "$interop" -stun "[$SRV6]:$STUN_PORT" -stun-want "$CLI6" stun \
+			>"$work/go6" 2>&1
+}
+go_stun
+rc=$?
+v=$(varz)
+if [ "$rc" -eq 2 ]; then
+	ktap_skip "go_net_stun_xdp" "kderp-interop not built"
+elif [ "$rc" -eq 0 ] &&
+	grep -q '^xdp_stun_server_packets_total{address_family="ipv4",prog_end="unspecified",xdp_outcome="tx"} 2$' <<<"$v" &&
+	grep -q '^stun_requests{disposition="success"} 0$' <<<"$v"; then
+	ktap_pass "go_net_stun_xdp"
+else
+	cat "$work/go4" "$work/go6" 2>/dev/null | sed 's/^/# /'
+	grep -E '^(xdp_stun.*tx|stun_requests)' <<<"$v" | sed 's/^/# /'
+	ktap_fail "go_net_stun_xdp"
+fi
+
 # 5: derper's drop switch at /debug/drop-stun-on|off: XDP drops, nobody answers
 on=$(ip netns exec "$NS_S" curl -s --max-time 5 "http://$SRV:$HTTP_PORT/debug/drop-stun-on")
 outd=$(stun_query "$NS_C" $SRV $STUN_PORT $CLI $TX 2>&1)
@@ -200,6 +224,18 @@ if grep -q '^stun_requests{disposition="success"} 2$' <<<"$v" &&
 else
 	grep -E '^(xdp_stun|stun_)' <<<"$v" | sed 's/^/# /'
 	ktap_fail "userspace_counters"
+fi
+go_stun
+rc=$?
+v=$(varz)
+if [ "$rc" -eq 2 ]; then
+	ktap_skip "go_net_stun_userspace" "kderp-interop not built"
+elif [ "$rc" -eq 0 ] && grep -q '^stun_requests{disposition="success"} 4$' <<<"$v"; then
+	ktap_pass "go_net_stun_userspace"
+else
+	cat "$work/go4" "$work/go6" 2>/dev/null | sed 's/^/# /'
+	grep -E '^stun_' <<<"$v" | sed 's/^/# /'
+	ktap_fail "go_net_stun_userspace"
 fi
 stop_kderpd
 ktap_finish

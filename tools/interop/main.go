@@ -78,6 +78,8 @@ var cases = []testCase{
 	{"tlsversion", "the TLS version is the one given by -tls-version (TLS only)",
 		caseTLSVersion},
 	{"faststart", "TLS 1.3 meta cert and Derp-Fast-Start: 1 (TLS only)", caseFastStart},
+	{"stun", "net/stun request gets our address back (-stun)", caseSTUN},
+	{"stunignored", "a non-Tailscale STUN request gets no answer (-stun)", caseSTUNIgnored},
 	{"untrusted", "a client that does not trust the cert cannot connect (TLS only)",
 		caseUntrusted},
 }
@@ -95,6 +97,9 @@ type env struct {
 	clients int           // client count for the many case
 	window  int           // packets in flight in the order case, 0 = unlimited
 	caseTO  time.Duration // per case timeout
+	// STUN cases: server address and, if set, the address it must report.
+	stunAddr string
+	stunWant string
 }
 
 func (e *env) tls() bool { return e.url.Scheme == "https" }
@@ -201,12 +206,18 @@ func main() {
 	window := flag.Int("window", 16,
 		"packets in flight in the order case (below the server's queue depth), 0 = no limit")
 	verbose := flag.Bool("v", false, "log derphttp client messages to stderr")
+	stunAddr := flag.String("stun", "", "STUN server HOST:PORT for the stun cases")
+	stunWant := flag.String("stun-want", "", "address the STUN server must report (stun case)")
 	flag.Usage = usage
 	flag.Parse()
 
-	if *rawURL == "" || flag.NArg() == 0 {
+	if flag.NArg() == 0 || (*rawURL == "" && *stunAddr == "") {
 		usage()
 		os.Exit(2)
+	}
+	if *rawURL == "" {
+		// STUN only: no DERP URL needed.
+		*rawURL = "http://127.0.0.1:1/derp"
 	}
 	u, err := url.Parse(*rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -222,6 +233,9 @@ func main() {
 		window:  *window,
 		caseTO:  *timeout,
 		logf:    func(string, ...any) {},
+
+		stunAddr: *stunAddr,
+		stunWant: *stunWant,
 	}
 	if *verbose {
 		l := log.New(os.Stderr, "derphttp: ", log.Lmicroseconds)
