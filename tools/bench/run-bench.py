@@ -1004,8 +1004,11 @@ class Bench:
         L.append("## Reproduce\n")
         L.append("```\nmake bench            # full run, about 15-20 minutes\n"
                  "make bench QUICK=1    # under 3 minutes\n"
+                 "make bench BENCH_ONLY=stun   # one group again, keep the rest\n"
                  "$(OUTPUT)/kderp-bench throughput -s 127.0.0.1:3340 -p 10 -S 1400 "
-                 "--search 50:20000:6 -t 1.5\n```\n")
+                 "--search 50:20000:6 -t 1.5\n"
+                 "$(OUTPUT)/kderp-bench stun -s 127.0.0.1:3478 -r 50000 -t 3 -P $(pidof kderpd)"
+                 "\n```\n")
         with open(self.doc, "w") as f:
             f.write("\n".join(L))
 
