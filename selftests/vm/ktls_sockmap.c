@@ -33,6 +33,7 @@
 #include <bpf/bpf.h>
 
 #include "harness.h"
+#include "ktls_util.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -40,48 +41,6 @@
 #ifndef TCP_ULP
 #define TCP_ULP 31
 #endif
-
-/* A connected TCP pair on 127.0.0.1: fds[0] client, fds[1] accepted server. */
-static int tcp_pair(int fds[2])
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sa);
-	int lfd, ret = -1;
-
-	fds[0] = fds[1] = -1;
-	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (lfd < 0)
-		return -errno;
-	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 1) ||
-	    getsockname(lfd, (struct sockaddr *)&sa, &len))
-		goto out;
-	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&sa, sizeof(sa)))
-		goto out;
-	fds[1] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	if (fds[1] < 0)
-		goto out;
-	ret = 0;
-out:
-	if (ret)
-		ret = -errno;
-	close(lfd);
-	return ret;
-}
-
-/* The "tls" ULP is there iff the kernel has CONFIG_TLS (tls.ko loaded). */
-static bool have_tls_ulp(void)
-{
-	int fds[2];
-	bool ok;
-
-	if (tcp_pair(fds))
-		return false;
-	ok = setsockopt(fds[0], SOL_TCP, TCP_ULP, "tls", sizeof("tls")) == 0;
-	close(fds[0]);
-	close(fds[1]);
-	return ok;
-}
 
 static int set_ulp(int fd)
 {
