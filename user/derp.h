@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "derp_wire.h"
+#include "kderp_bytes.h"
 
 struct client_info {
 	uint8_t key[DERP_KEY_LEN];
@@ -56,19 +57,6 @@ void derp_server_key_frame(const uint8_t server_pub[32], uint8_t *out);
 static inline bool derp_is_disco(const uint8_t *p, size_t len)
 {
 	return len >= DERP_DISCO_MIN_LEN && __builtin_memcmp(p, DERP_DISCO_MAGIC, 6) == 0;
-}
-
-static inline void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static inline uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* Server key file: derper's JSON {"PrivateKey":"privkey:<hex>"}. Created

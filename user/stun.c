@@ -23,7 +23,9 @@
 #include <zlib.h>
 
 #include "log.h"
+#include "util.h"
 #include "stun.h"
+#include "kderp_bytes.h"
 
 #define STUN_BINDING_REQUEST 0x0001
 #define STUN_BINDING_SUCCESS 0x0101
@@ -38,30 +40,6 @@
 #define STUN_FAMILY_IPV4 0x01
 #define STUN_FAMILY_IPV6 0x02
 
-static uint16_t get_be16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put_be16(uint8_t *p, uint16_t v)
-{
-	p[0] = v >> 8;
-	p[1] = v & 0xff;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = (v >> 16) & 0xff;
-	p[2] = (v >> 8) & 0xff;
-	p[3] = v & 0xff;
-}
-
 static uint32_t stun_fingerprint(const uint8_t *p, size_t len)
 {
 	return (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)len) ^ STUN_FINGERPRINT_XOR;
@@ -75,12 +53,39 @@ static void put_header(uint8_t *out, uint16_t type, uint16_t len, const uint8_t 
 	memcpy(out + 8, txid, KDERP_STUN_TXID_LEN);
 }
 
+/*
+ * Walk the attributes after the header: each is type, length, value padded
+ * to 4 bytes, running to the end of the datagram (the header's length field
+ * is not consulted, as in derper). Returns 1 with the next attribute, 0 at
+ * the end, -EINVAL if one does not fit.
+ */
+static int next_attr(const uint8_t *pkt, size_t len, size_t *off, uint16_t *type, uint16_t *alen,
+		     const uint8_t **val)
+{
+	size_t padded;
+
+	if (*off >= len)
+		return 0;
+	if (len - *off < 4)
+		return -EINVAL;
+	*type = get_be16(pkt + *off);
+	*alen = get_be16(pkt + *off + 2);
+	padded = ((size_t)*alen + 3) & ~(size_t)3;
+	if (padded > len - *off - 4)
+		return -EINVAL;
+	*val = pkt + *off + 4;
+	*off += 4 + padded;
+	return 1;
+}
+
 int kderp_stun_parse_request(const uint8_t *pkt, size_t len, uint8_t txid[KDERP_STUN_TXID_LEN])
 {
 	bool software_ok = false;
-	uint16_t last_type = 0;
+	uint16_t last_type = 0, type = 0, alen = 0;
+	const uint8_t *val = NULL;
 	uint32_t got_fp = 0;
 	size_t off;
+	int r;
 
 	if (!pkt || len < KDERP_STUN_HDR_LEN)
 		return -EINVAL;
@@ -90,30 +95,16 @@ int kderp_stun_parse_request(const uint8_t *pkt, size_t len, uint8_t txid[KDERP_
 	if (get_be16(pkt) != STUN_BINDING_REQUEST)
 		return -EINVAL;
 
-	/*
-	 * Attributes run to the end of the datagram (the header's length field
-	 * is not consulted, as in derper), each padded to 4 bytes.
-	 */
-	for (off = KDERP_STUN_HDR_LEN; off < len;) {
-		uint16_t type, alen;
-		size_t padded;
-
-		if (len - off < 4)
-			return -EINVAL;
-		type = get_be16(pkt + off);
-		alen = get_be16(pkt + off + 2);
-		padded = ((size_t)alen + 3) & ~(size_t)3;
-		off += 4;
-		if (padded > len - off)
-			return -EINVAL;
+	for (off = KDERP_STUN_HDR_LEN; (r = next_attr(pkt, len, &off, &type, &alen, &val)) > 0;) {
 		last_type = type;
 		if (type == STUN_ATTR_SOFTWARE && alen == STUN_SOFTWARE_LEN &&
-		    !memcmp(pkt + off, STUN_SOFTWARE, STUN_SOFTWARE_LEN))
+		    !memcmp(val, STUN_SOFTWARE, STUN_SOFTWARE_LEN))
 			software_ok = true;
 		if (type == STUN_ATTR_FINGERPRINT && alen == 4)
-			got_fp = get_be32(pkt + off);
-		off += padded;
+			got_fp = get_be32(val);
 	}
+	if (r < 0)
+		return r;
 	if (!software_ok)
 		return -EPROTO;
 	/* The FINGERPRINT attribute (4 + 4 bytes) ends the message. */
@@ -234,35 +225,28 @@ int kderp_stun_parse_response(const uint8_t *pkt, size_t len,
 {
 	const uint8_t *mapped = NULL, *xmapped = NULL;
 	size_t mapped_len = 0, xmapped_len = 0;
+	uint16_t type = 0, alen = 0;
+	const uint8_t *val = NULL;
 	size_t off;
+	int r;
 
 	if (!pkt || len < KDERP_STUN_HDR_LEN || (pkt[0] & 0xc0) ||
 	    get_be32(pkt + 4) != KDERP_STUN_MAGIC || get_be16(pkt) != STUN_BINDING_SUCCESS)
 		return -EINVAL;
 	if (txid && memcmp(pkt + 8, txid, KDERP_STUN_TXID_LEN))
 		return -EINVAL;
-	for (off = KDERP_STUN_HDR_LEN; off < len;) {
-		uint16_t type, alen;
-		size_t padded;
-
-		if (len - off < 4)
-			return -EINVAL;
-		type = get_be16(pkt + off);
-		alen = get_be16(pkt + off + 2);
-		padded = ((size_t)alen + 3) & ~(size_t)3;
-		off += 4;
-		if (padded > len - off)
-			return -EINVAL;
+	for (off = KDERP_STUN_HDR_LEN; (r = next_attr(pkt, len, &off, &type, &alen, &val)) > 0;) {
 		if (type == STUN_ATTR_XOR_MAPPED_ADDRESS ||
 		    type == STUN_ATTR_XOR_MAPPED_ADDRESS_ALT) {
-			xmapped = pkt + off;
+			xmapped = val;
 			xmapped_len = alen;
 		} else if (type == STUN_ATTR_MAPPED_ADDRESS) {
-			mapped = pkt + off;
+			mapped = val;
 			mapped_len = alen;
 		}
-		off += padded;
 	}
+	if (r < 0)
+		return r;
 	if (xmapped && !decode_address(pkt, xmapped, xmapped_len, true, addr))
 		return 0;
 	if (mapped && !decode_address(pkt, mapped, mapped_len, false, addr))
@@ -590,22 +574,6 @@ void kderp_stun_get_counts(const struct kderp_stun *s, struct kderp_stun_counts 
 	out->ipv6 = v[STUN_C_IPV6];
 }
 
-/* snprintf that keeps going after truncation and reports the full length. */
-static void append(char *buf, size_t len, size_t *off, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void append(char *buf, size_t len, size_t *off, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(*off < len ? buf + *off : NULL, *off < len ? len - *off : 0, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		*off += (size_t)n;
-}
-
 int kderp_stun_varz(const struct kderp_stun *s, char *buf, size_t len)
 {
 	struct kderp_stun_counts c;
@@ -617,19 +585,19 @@ int kderp_stun_varz(const struct kderp_stun *s, char *buf, size_t len)
 		len = 0;
 	kderp_stun_get_counts(s, &c);
 	/* sorted by name, then by label value, as derper's varz prints them */
-	append(buf, len, &off, "# TYPE stun_addrfamily counter\n");
-	append(buf, len, &off, "stun_addrfamily{family=\"ipv4\"} %llu\n",
-	       (unsigned long long)c.ipv4);
-	append(buf, len, &off, "stun_addrfamily{family=\"ipv6\"} %llu\n",
-	       (unsigned long long)c.ipv6);
-	append(buf, len, &off, "# TYPE stun_requests counter\n");
-	append(buf, len, &off, "stun_requests{disposition=\"not_stun\"} %llu\n",
-	       (unsigned long long)c.not_stun);
-	append(buf, len, &off, "stun_requests{disposition=\"read_error\"} %llu\n",
-	       (unsigned long long)c.read_error);
-	append(buf, len, &off, "stun_requests{disposition=\"success\"} %llu\n",
-	       (unsigned long long)c.success);
-	append(buf, len, &off, "stun_requests{disposition=\"write_error\"} %llu\n",
-	       (unsigned long long)c.write_error);
+	appendf(buf, len, &off, "# TYPE stun_addrfamily counter\n");
+	appendf(buf, len, &off, "stun_addrfamily{family=\"ipv4\"} %llu\n",
+		(unsigned long long)c.ipv4);
+	appendf(buf, len, &off, "stun_addrfamily{family=\"ipv6\"} %llu\n",
+		(unsigned long long)c.ipv6);
+	appendf(buf, len, &off, "# TYPE stun_requests counter\n");
+	appendf(buf, len, &off, "stun_requests{disposition=\"not_stun\"} %llu\n",
+		(unsigned long long)c.not_stun);
+	appendf(buf, len, &off, "stun_requests{disposition=\"read_error\"} %llu\n",
+		(unsigned long long)c.read_error);
+	appendf(buf, len, &off, "stun_requests{disposition=\"success\"} %llu\n",
+		(unsigned long long)c.success);
+	appendf(buf, len, &off, "stun_requests{disposition=\"write_error\"} %llu\n",
+		(unsigned long long)c.write_error);
 	return (int)off;
 }

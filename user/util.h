@@ -33,6 +33,11 @@ int split_host_port(const char *in, char *host, size_t hostlen, char *port, size
 /* "ip:port" / "[ip]:port" of a sockaddr. */
 void sockaddr_str(const struct sockaddr *sa, char *out, size_t len);
 
+/* snprintf at *off that keeps counting after truncation (*off ends at the
+ * full length, as snprintf's return value would). */
+void appendf(char *buf, size_t len, size_t *off, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* Read all of a small file; caller frees. NULL + errno on failure. */
 char *read_file(const char *path, size_t max, size_t *len);
 

@@ -35,6 +35,7 @@
 #include "stun_xdp.skel.h"
 
 #include "log.h"
+#include "util.h"
 #include "xdp.h"
 
 #define XDP_MAX_IFACES 32
@@ -674,25 +675,10 @@ const char *kderp_xdp_mode(struct kderp_xdp *x, const char *ifname)
 
 /* ---- varz ---------------------------------------------------------------- */
 
-static void append(char *buf, size_t len, size_t *off, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void append(char *buf, size_t len, size_t *off, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(*off < len ? buf + *off : NULL, *off < len ? len - *off : 0, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		*off += (size_t)n;
-}
-
 static void varz_series(char *buf, size_t len, size_t *off, const char *name, const char *help,
 			const struct kderp_stun_counter *c, bool bytes)
 {
-	append(buf, len, off, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+	appendf(buf, len, off, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
 	if (!c)
 		return;
 	for (unsigned int af = 0; af < KDERP_STUN_NR_AF; af++)
@@ -703,12 +689,12 @@ static void varz_series(char *buf, size_t len, size_t *off, const char *name, co
 
 				if (!v->packets)
 					continue;
-				append(buf, len, off,
-				       "%s{address_family=\"%s\",prog_end=\"%s\",xdp_outcome=\"%"
-				       "s\"} "
-				       "%llu\n",
-				       name, af_names[af], end_names[end], outcome_names[out],
-				       (unsigned long long)(bytes ? v->bytes : v->packets));
+				appendf(buf, len, off,
+					"%s{address_family=\"%s\",prog_end=\"%s\",xdp_outcome=\"%"
+					"s\"} "
+					"%llu\n",
+					name, af_names[af], end_names[end], outcome_names[out],
+					(unsigned long long)(bytes ? v->bytes : v->packets));
 			}
 }
 

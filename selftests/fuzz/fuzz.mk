@@ -17,7 +17,7 @@ FUZZ_CFLAGS = -O1 -g -std=gnu11 -D_GNU_SOURCE -Wall -Werror -Iinclude -Iuser \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer
 
-FUZZ_STUN_SRCS := selftests/fuzz/fuzz_stun.c user/stun.c user/log.c
+FUZZ_STUN_SRCS := selftests/fuzz/fuzz_stun.c user/stun.c user/util.c user/log.c
 FUZZ_DERP_SRCS := selftests/fuzz/fuzz_derp.c user/http.c user/derp.c user/util.c user/log.c
 FUZZ_BINS := $(FUZZ_OUT)/fuzz_stun $(FUZZ_OUT)/fuzz_derp
 

@@ -33,6 +33,7 @@
 
 #include "bench.h"
 #include "stun.h"
+#include "kderp_bytes.h"
 
 #define BATCH 64
 #define RBUF 128
@@ -75,14 +76,6 @@ static uint64_t mono_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
 }
 
 static uint32_t be32(const uint8_t *p)

@@ -10,7 +10,8 @@
 BENCH_SRCS := tools/bench/kderp-bench.c tools/bench/bench-link.c tools/bench/bench-stun.c
 BENCH_OBJS := $(patsubst tools/bench/%.c,$(OUTPUT)/bench/%.o,$(BENCH_SRCS))
 # the STUN mode builds and checks packets with kderpd's STUN message functions
-BENCH_LINK := $(BENCH_OBJS) $(DERPC_OBJS) $(OUTPUT)/user/stun.o $(OUTPUT)/user/log.o
+BENCH_LINK := $(BENCH_OBJS) $(DERPC_OBJS) $(OUTPUT)/user/stun.o $(OUTPUT)/user/log.o \
+	$(OUTPUT)/user/util.o
 CEILING_OBJS := $(OUTPUT)/bench/ceiling-relay.o
 
 BINS += $(OUTPUT)/kderp-bench

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include "kderp_bytes.h"
 
 #define HDR 5
 #define KEY 32
@@ -118,11 +119,6 @@ static void put_hdr(uint8_t *p, uint8_t type, uint32_t len)
 	p[2] = (uint8_t)(len >> 16);
 	p[3] = (uint8_t)(len >> 8);
 	p[4] = (uint8_t)len;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static void conn_free(int ep, struct rconn *c)

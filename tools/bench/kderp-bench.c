@@ -37,6 +37,7 @@
 #include <openssl/ssl.h>
 
 #include "bench.h"
+#include "kderp_bytes.h"
 
 #define FRAME_HDR 5
 #define FRAME_SEND_PACKET 0x04
@@ -133,11 +134,6 @@ static inline uint64_t get_le64(const uint8_t *p)
 
 	memcpy(&v, p, 8);
 	return v;
-}
-
-static inline uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* ---- latency histogram: 100 ns buckets to 10 ms, then 10 us buckets to ~1 s ---- */
@@ -1458,7 +1454,8 @@ static void usage(FILE *f)
 		"  -p, --pairs N            sender/receiver pairs (default 10)\n"
 		"  -S, --size BYTES         packet payload size (default 1400, min %d)\n"
 		"  -r, --rate MBIT          total offered payload rate, 0 = unlimited (default);\n"
-		"                           churn: connections per second; stun: requests per second\n"
+		"                           churn: connections per second; stun: requests per "
+		"second\n"
 		"  -t, --duration SECS      run (or ramp step) length (default 5)\n"
 		"  -T, --threads N          load threads (default 1)\n"
 		"      --connect-threads N  parallel handshakes (default 4)\n"
