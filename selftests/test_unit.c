@@ -139,8 +139,9 @@ TEST(client_info_box)
 	ASSERT_TRUE(ci.can_ack_pings);
 	/* The kept shared key seals a ServerInfo the client can open. */
 	ASSERT_EQ(0, derp_seal_server_info_afternm(ci.shared, si));
-	ASSERT_EQ(0, crypto_box_open_easy(plain, si + 5 + 24, DERP_SERVER_INFO_FRAME_LEN - 29,
-					  si + 5, spub, cpriv));
+	ASSERT_EQ(0,
+		  crypto_box_open_easy(plain, si + 5 + 24, DERP_SERVER_INFO_FRAME_LEN - 29, si + 5,
+				       spub, cpriv));
 	ASSERT_EQ(0, memcmp(plain, "{\"version\":2}", 13));
 	/* One flipped bit: the box must not open. */
 	payload[60] ^= 1;
