@@ -7,9 +7,9 @@ here=$(dirname "$0")
 . "$here/lib.sh"
 
 kderpd=${KDERP_OUTPUT:-.output}/kderpd
-ktap_header 7
+ktap_header 8
 if [ ! -x "$kderpd" ]; then
-	for i in 1 2 3 4 5 6 7; do ktap_skip "lifecycle $i" "kderpd not built"; done
+	for i in 1 2 3 4 5 6 7 8; do ktap_skip "lifecycle $i" "kderpd not built"; done
 	ktap_finish
 fi
 tmp=$(mktemp -d)
@@ -48,6 +48,19 @@ if [ -x "$interop" ]; then
 		timeout 60 "$interop" -url "http://127.0.0.1:$port/derp" "$c" >/dev/null 2>&1 ||
 			echo "# interop $c failed"
 	done
+fi
+# Unknown frame types (the interop "frames" case sends some) are counted.
+if [ -x "$interop" ] && command -v curl >/dev/null; then
+	timeout 60 "$interop" -url "http://127.0.0.1:$port/derp" frames >/dev/null 2>&1
+	uf=$(curl -s --max-time 5 "http://127.0.0.1:$port/debug/varz" |
+		sed -n 's/^derp_unknown_frames \([0-9]*\)$/\1/p')
+	if [ -n "$uf" ] && [ "$uf" -ge 1 ]; then
+		ktap_pass "unknown frames counted in /debug/varz"
+	else
+		ktap_fail "unknown frames counted in /debug/varz" "derp_unknown_frames=${uf:-missing}"
+	fi
+else
+	ktap_skip "unknown frames counted in /debug/varz" "kderp-interop or curl missing"
 fi
 for i in $(seq 1 500); do
 	exec {fd}<>"/dev/tcp/127.0.0.1/$port" || continue

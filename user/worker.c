@@ -993,7 +993,9 @@ static bool handle_frame(struct conn *c, struct batch *b, uint8_t *f, uint32_t l
 		break;
 	}
 	default:
-		/* Unknown types (and a client's Pong) are skipped, as derper does. */
+		/* Unknown types (and a client's Pong) are skipped, as derper does;
+		 * unlike derper, derp_unknown_frames counts them. */
+		STAT_ADD(w->stats->c[CTR_UNKNOWN_FRAMES], 1);
 		break;
 	}
 	return true;
@@ -1037,6 +1039,7 @@ static void process_frames(struct conn *c, uint8_t *buf, size_t len)
 			    type != DERP_FRAME_WATCH_CONNS) {
 				c->skip = (uint64_t)flen + DERP_FRAME_HDR_LEN - (len - off);
 				off = len;
+				STAT_ADD(c->w->stats->c[CTR_UNKNOWN_FRAMES], 1);
 			}
 			break;
 		}
