@@ -817,8 +817,9 @@ static const char *check_header(struct conn *c, uint8_t type, uint32_t len)
 	return NULL;
 }
 
+/* One read batch: the last destination looked up, valid while the table's
+ * read lock is held. */
 struct batch {
-	const uint8_t *last_key; /* destination key of the cached lookup */
 	uint8_t last_key_buf[DERP_KEY_LEN];
 	struct conn *last_dst;
 	bool last_valid;
