@@ -14,10 +14,14 @@
 #
 # Each area keeps its rules in a fragment included below; fragments only
 # append to BINS (things `all` builds) and SELFTESTS (things `test` runs).
+# Every binary's link line names what it uses: libkderp.a, the layers of
+# user/ it needs, and their *_LIBS (no global library list).
 
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 .SECONDARY:
+# Per-binary link sets are looked up by stem ($$(ST_OBJS_test_$$*)).
+.SECONDEXPANSION:
 
 V ?= 0
 ifeq ($(V),1)
@@ -47,8 +51,9 @@ BPFTOOL ?= bpftool
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
 PKGS := libbpf libsodium openssl jansson libnl-3.0 libnl-route-3.0
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# $(call pkg_libs,PACKAGES): the -l flags of some pkg-config packages.
+pkg_libs = $(shell pkg-config --libs $(1) 2>/dev/null)
 
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 WARNFLAGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
@@ -57,7 +62,7 @@ CFLAGS ?= -O2 -g
 ALL_CFLAGS = $(CFLAGS) $(WARNFLAGS) $(SANFLAGS) -std=gnu11 -D_GNU_SOURCE -pthread -DKDERP_VERSION='"$(VERSION)"' \
 	-Iinclude -I$(OUTPUT) -I$(OUTPUT)/kern $(PKG_CFLAGS) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -pthread
-LDLIBS_ALL = $(PKG_LIBS) -lhttp_parser -lwslay -lelf -lz -lm
+AR ?= ar
 
 BINS :=
 SELFTESTS :=
@@ -66,14 +71,14 @@ $(OUTPUT):
 	$(Q)mkdir -p $@
 
 include kern/kern.mk
+include user/lib/lib.mk
 include user/user.mk
-include tools/tools.mk
+include tools/kderpctl/kderpctl.mk
+include tools/bench/bench.mk
+include tools/interop/interop.mk
 include selftests/selftests.mk
--include tools/interop/interop.mk
--include selftests/vm/vm.mk
--include tools/bench/bench.mk
--include selftests/fuzz/fuzz.mk
--include tools/kderpctl/kderpctl.mk
+include selftests/vm/vm.mk
+include selftests/fuzz/fuzz.mk
 
 .PHONY: all deps run test check format help clean
 all: $(BINS)

@@ -22,6 +22,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "kderp_abi.h"
+#include "stun_wire.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -43,16 +44,6 @@ struct {
 
 #define IPV4_MF 0x2000
 #define IPV4_OFFSET 0x1fff
-
-#define STUN_MAGIC 0x2112a442
-#define STUN_PORT_XOR 0x2112
-#define STUN_BINDING_REQUEST 0x0001
-#define STUN_BINDING_SUCCESS 0x0101
-#define STUN_ATTR_SOFTWARE 0x8022
-#define STUN_ATTR_XOR_MAPPED_ADDRESS 0x0020
-#define STUN_SOFTWARE_LEN 8
-#define STUN_FAMILY_IPV4 1
-#define STUN_FAMILY_IPV6 2
 
 /* Largest UDP datagram (header included) whose checksum is verified. */
 #define UDP_CSUM_MAX_V4 1480

@@ -10,7 +10,8 @@
 
 #include "harness.h"
 
-#include "derp.h"
+#include "derp_frame.h"
+#include "derp_handshake.h"
 #include "flags.h"
 #include "http.h"
 #include "util.h"

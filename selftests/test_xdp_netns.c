@@ -30,7 +30,7 @@
 
 #include "harness.h"
 #include "stun.h"
-#include "xdp.h"
+#include "stun_xdp.h"
 
 #define SRV4 "10.77.0.1"
 #define CLI4 "10.77.0.2"

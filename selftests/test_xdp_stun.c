@@ -19,7 +19,7 @@
 
 #include "harness.h"
 #include "stun.h"
-#include "xdp.h"
+#include "stun_xdp.h"
 
 #define STUN_PORT 3478
 #define CLIENT_PORT 1025

@@ -2,14 +2,16 @@
 /*
  * ctl.c - the control socket: one thread, one short request per connection,
  * only from root (or the daemon's own user). Requests never touch the relay
- * directly: close-peer marks the connections and wakes their owners
- * (server_close_peer), exactly as a mesh peer's ClosePeer does.
+ * directly: close-peer calls the callback main.c registered, which marks
+ * the connections and wakes their owners (server_close_peer), exactly as a
+ * mesh peer's ClosePeer does.
  */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -23,16 +25,15 @@
 #include "ctl.h"
 #include "kderp_abi.h"
 #include "log.h"
-#include "server.h"
 
-static struct {
-	struct server *srv;
+struct kderp_ctl {
+	kderp_ctl_close_fn close_peer;
+	void *arg;
 	int lfd, evfd;
-	bool running;
 	pthread_t thread;
-} ctl = {.lfd = -1, .evfd = -1};
+};
 
-static void handle(int fd)
+static void handle(struct kderp_ctl *ctl, int fd)
 {
 	struct ucred cr;
 	socklen_t cl = sizeof(cr);
@@ -70,7 +71,7 @@ static void handle(int fd)
 		    bin_len != 32) {
 			snprintf(resp, sizeof(resp), "err bad key (want 64 hex digits)\n");
 		} else {
-			int k = server_close_peer(ctl.srv, key);
+			int k = ctl->close_peer(ctl->arg, key);
 
 			log_info("control socket: close-peer %.8s...: %d connection(s)", req + 11,
 				 k);
@@ -86,10 +87,11 @@ out:
 
 static void *ctl_main(void *arg)
 {
-	(void)arg;
+	struct kderp_ctl *ctl = arg;
+
 	for (;;) {
-		struct pollfd pf[2] = {{.fd = ctl.lfd, .events = POLLIN},
-				       {.fd = ctl.evfd, .events = POLLIN}};
+		struct pollfd pf[2] = {{.fd = ctl->lfd, .events = POLLIN},
+				       {.fd = ctl->evfd, .events = POLLIN}};
 		int fd;
 
 		if (poll(pf, 2, -1) < 0) {
@@ -99,71 +101,84 @@ static void *ctl_main(void *arg)
 		}
 		if (pf[1].revents)
 			break;
-		fd = accept4(ctl.lfd, NULL, NULL, SOCK_CLOEXEC);
+		fd = accept4(ctl->lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		handle(fd);
+		handle(ctl, fd);
 		close(fd);
 	}
 	return NULL;
 }
 
-int ctl_start(struct server *s, const char *dir)
+/* Bind the abstract socket @<prefix><dir> and listen. */
+static int ctl_listen(struct kderp_ctl *ctl, const char *dir)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	size_t plen = strlen(KDERP_CTL_PREFIX), dlen = strlen(dir);
-	sigset_t all, old;
-	int r;
 
-	if (ctl.running)
-		return -EBUSY;
 	if (1 + plen + dlen > sizeof(sun.sun_path))
 		return -ENAMETOOLONG;
 	memcpy(sun.sun_path + 1, KDERP_CTL_PREFIX, plen);
 	memcpy(sun.sun_path + 1 + plen, dir, dlen);
-	ctl.srv = s;
-	ctl.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	ctl.evfd = eventfd(0, EFD_CLOEXEC);
-	if (ctl.lfd < 0 || ctl.evfd < 0) {
-		r = -errno;
-		goto fail;
-	}
-	if (bind(ctl.lfd, (struct sockaddr *)&sun,
+	ctl->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	ctl->evfd = eventfd(0, EFD_CLOEXEC);
+	if (ctl->lfd < 0 || ctl->evfd < 0)
+		return -errno;
+	if (bind(ctl->lfd, (struct sockaddr *)&sun,
 		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + plen + dlen)) ||
-	    listen(ctl.lfd, 16)) {
-		r = -errno;
-		goto fail;
-	}
-	/* The main thread takes signals with sigwait: this thread blocks them. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	r = -pthread_create(&ctl.thread, NULL, ctl_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r)
-		goto fail;
-	ctl.running = true;
+	    listen(ctl->lfd, 16))
+		return -errno;
 	return 0;
-fail:
-	if (ctl.lfd >= 0)
-		close(ctl.lfd);
-	if (ctl.evfd >= 0)
-		close(ctl.evfd);
-	ctl.lfd = ctl.evfd = -1;
-	return r;
 }
 
-void ctl_stop(void)
+static void ctl_free(struct kderp_ctl *ctl)
+{
+	if (ctl->lfd >= 0)
+		close(ctl->lfd);
+	if (ctl->evfd >= 0)
+		close(ctl->evfd);
+	free(ctl);
+}
+
+struct kderp_ctl *kderp_ctl_start(const char *dir, kderp_ctl_close_fn close_peer, void *arg,
+				  int *err)
+{
+	struct kderp_ctl *ctl = calloc(1, sizeof(*ctl));
+	sigset_t all, old;
+	int r;
+
+	if (!ctl) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	ctl->close_peer = close_peer;
+	ctl->arg = arg;
+	ctl->lfd = ctl->evfd = -1;
+	r = ctl_listen(ctl, dir);
+	if (r == 0) {
+		/* The main thread takes signals with sigwait: this thread blocks them. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		r = -pthread_create(&ctl->thread, NULL, ctl_main, ctl);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	if (r) {
+		ctl_free(ctl);
+		*err = r;
+		return NULL;
+	}
+	return ctl;
+}
+
+void kderp_ctl_stop(struct kderp_ctl *ctl)
 {
 	uint64_t one = 1;
 	ssize_t r;
 
-	if (!ctl.running)
+	if (!ctl)
 		return;
-	r = write(ctl.evfd, &one, sizeof(one));
+	r = write(ctl->evfd, &one, sizeof(one));
 	(void)r;
-	pthread_join(ctl.thread, NULL);
-	close(ctl.lfd);
-	close(ctl.evfd);
-	ctl.lfd = ctl.evfd = -1;
-	ctl.running = false;
+	pthread_join(ctl->thread, NULL);
+	ctl_free(ctl);
 }

@@ -6,11 +6,18 @@
 #ifndef KDERP_CTL_H
 #define KDERP_CTL_H
 
-struct server;
+#include <stdint.h>
 
-/* Listen on the abstract socket for @dir and serve it from a thread. 0 or -errno. */
-int ctl_start(struct server *s, const char *dir);
-/* Stop the thread and close the socket; safe when not started. */
-void ctl_stop(void);
+struct kderp_ctl;
 
-#endif
+/* close-peer KEY: close every connection of key; returns how many. */
+typedef int (*kderp_ctl_close_fn)(void *arg, const uint8_t key[32]);
+
+/* Listen on the abstract socket for dir and serve it from a thread. NULL
+ * with *err = -errno on failure. */
+struct kderp_ctl *kderp_ctl_start(const char *dir, kderp_ctl_close_fn close_peer, void *arg,
+				  int *err);
+/* Stop the thread and close the socket; NULL ok. */
+void kderp_ctl_stop(struct kderp_ctl *ctl);
+
+#endif /* KDERP_CTL_H */

@@ -2,6 +2,10 @@
 /*
  * kderpd - a DERP relay server, a drop-in replacement for Tailscale's derper.
  * Flags follow derper's names and Go flag syntax (Documentation/operations.md).
+ *
+ * The composition root: the only file that knows every part. It builds the
+ * engine (server.h), opens the edges (state plane, control socket, web,
+ * STUN, XDP) and registers each edge's callbacks with the engine or web.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -9,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,19 +22,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bpf/libbpf.h>
 #include <sodium.h>
 
 #include "config.h"
-#include "derp.h"
+#include "ctl.h"
+#include "derp_handshake.h"
 #include "flags.h"
 #include "log.h"
 #include "server.h"
-#include "statemap.h"
+#include "state.h"
 #include "stun.h"
+#include "stun_xdp.h"
 #include "tls.h"
 #include "util.h"
 #include "web.h"
-#include "xdp.h"
 
 static struct config cfg = {
 	.stun = true,
@@ -44,7 +51,7 @@ static struct config cfg = {
 	.tcp_keepalive_time_ns = 10LL * 60 * 1000000000LL,
 	.tcp_user_timeout_ns = 15LL * 1000000000LL,
 	.tcp_write_timeout_ns = 2LL * 1000000000LL,
-	.bpffs_dir = "/sys/fs/bpf/kderp",
+	.bpffs_dir = KDERP_STATE_DEFAULT_DIR,
 };
 
 /* Accepted for unit-file compatibility; refused when set to something kderpd cannot honour. */
@@ -213,6 +220,19 @@ static int load_mesh_key(struct server *s)
 	return 0;
 }
 
+/* One funnel for libbpf's messages (verifier logs included): --verbose only. */
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char text[4096], *save = NULL, *line;
+
+	if (level == LIBBPF_DEBUG || log_level < LOG_LVL_DEBUG)
+		return 0;
+	vsnprintf(text, sizeof(text), fmt, ap);
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		log_debug("libbpf: %s", line);
+	return 0;
+}
+
 static int stun_varz(const void *arg, char *buf, size_t len)
 {
 	return kderp_stun_varz(arg, buf, len);
@@ -228,44 +248,42 @@ static int xdp_drop(void *arg, bool drop)
 	return arg ? kderp_xdp_set_drop(arg, drop) : -ENODEV;
 }
 
-int main(int argc, char **argv)
+static int ctl_close_peer(void *arg, const uint8_t key[32])
 {
-	static struct server srv;
-	struct kderp_stun *stun = NULL;
-	struct kderp_xdp *xdp = NULL;
-	char err[256];
-	sigset_t set;
-	int sig, r;
-	long ncpu;
+	return server_close_peer(arg, key);
+}
 
-	r = flags_parse(flags, ARRAY_SIZE(flags), argc, argv, err, sizeof(err));
+/* What main() starts, in the order it stops them backwards. */
+struct kderpd {
+	struct server srv;
+	struct kderp_state *state;
+	struct kderp_ctl *ctl;
+	struct web *web;
+	struct kderp_stun *stun;
+	struct kderp_xdp *xdp;
+};
+
+/* Flags, then everything derived from them. 0, or an exit code. */
+static int configure(int argc, char **argv)
+{
+	char err[256];
+	int r = flags_parse(flags, ARRAY_SIZE(flags), argc, argv, err, sizeof(err));
+
 	if (r < 0) {
 		if (r == -1)
 			fprintf(stderr, "%s\n", err);
 		fprintf(stderr, "Usage of kderpd:\n");
 		flags_usage(flags, ARRAY_SIZE(flags), stderr);
-		return r == -2 ? 0 : 2;
+		return r == -2 ? -1 : 2;
 	}
 	if (cfg.version) {
 		printf("kderpd %s\n", KDERP_VERSION);
-		return 0;
+		return -1;
 	}
 	if (cfg.verbose)
 		log_level = LOG_LVL_DEBUG;
-	if (sodium_init() < 0) {
-		log_err("libsodium initialisation failed");
-		return 1;
-	}
 	if (check_unsupported() < 0)
 		return 1;
-	/* Signals are taken synchronously by this thread with sigwait; every
-	 * thread started from here on (workers, STUN, control) inherits the
-	 * blocked mask. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (cfg.dev)
 		cfg.addr = ":3340";
 	if (split_host_port(cfg.addr, cfg.listen_host, sizeof(cfg.listen_host), cfg.listen_port,
@@ -287,124 +305,215 @@ int main(int argc, char **argv)
 				 home ? home : ".");
 		cfg.certdir = dir;
 	}
+	return 0;
+}
 
-	if (server_init(&srv, &cfg) < 0) {
-		log_err("out of memory");
-		return 1;
+/* The server's identity, mesh key, TLS context and HTTP routes. 0 or -1 (logged). */
+static int load_identity(struct kderpd *d)
+{
+	struct server *srv = &d->srv;
+
+	d->web = web_new(&cfg, srv);
+	if (!d->web || web_set_debug_allow(d->web, cfg.debug_allow) < 0) {
+		log_err(d->web ? "bad --debug-allow %s" : "out of memory", cfg.debug_allow);
+		return -1;
 	}
-	srv.write_timeout_ns = cfg.tcp_write_timeout_ns;
 	if (cfg.dev) {
-		derp_new_key(srv.priv, srv.pub);
+		derp_new_key(srv->priv, srv->pub);
 	} else {
 		if (!cfg.key_path) {
 			if (geteuid() != 0) {
 				log_err("-c <config path> is required when not running as root");
-				return 1;
+				return -1;
 			}
 			cfg.key_path = "/var/lib/derper/derper.key";
 		}
-		if (derp_load_or_create_key(cfg.key_path, srv.priv, srv.pub) < 0)
-			return 1;
+		if (derp_load_or_create_key(cfg.key_path, srv->priv, srv->pub) < 0)
+			return -1;
 	}
-	hex_encode(srv.pub_hex, srv.pub, 32);
-	if (load_mesh_key(&srv) < 0)
-		return 1;
-	if (web_set_debug_allow(cfg.debug_allow) < 0) {
-		log_err("bad --debug-allow %s", cfg.debug_allow);
-		return 1;
-	}
+	hex_encode(srv->pub_hex, srv->pub, 32);
+	if (load_mesh_key(srv) < 0)
+		return -1;
 	if (cfg.tls) {
-		srv.ssl_ctx = tls_server_ctx(&cfg, srv.pub);
-		if (!srv.ssl_ctx)
-			return 1;
+		srv->ssl_ctx = tls_server_ctx(&cfg, srv->pub);
+		if (!srv->ssl_ctx)
+			return -1;
 	}
+	return 0;
+}
 
-	/* Many clients: raise the fd limit as far as we may. */
-	{
-		struct rlimit rl;
+/* Many clients: raise the fd limit as far as we may. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
 
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-			rl.rlim_cur = rl.rlim_max;
-			setrlimit(RLIMIT_NOFILE, &rl);
-		}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	signal(SIGPIPE, SIG_IGN);
+}
 
-	/* The state plane first: a second kderpd on the same pin directory
-	 * must refuse before it opens any socket. */
-	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	srv.nworkers = cfg.workers > 0 ? cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
-	if (srv.nworkers > 256)
-		srv.nworkers = 256;
-	r = workers_init(&srv);
+/*
+ * The workers and the state plane first: a second kderpd on the same pin
+ * directory must refuse before it opens any socket. Then the control
+ * socket. 0 or -1 (logged).
+ */
+static int start_state(struct kderpd *d)
+{
+	struct server *srv = &d->srv;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int r;
+
+	srv->nworkers = cfg.workers > 0 ? cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
+	if (srv->nworkers > 256)
+		srv->nworkers = 256;
+	r = workers_init(srv);
 	if (r < 0) {
 		log_err("allocating workers: %s", strerror(-r));
-		return 1;
+		return -1;
 	}
-	r = statemap_init(&srv);
-	if (r < 0)
-		return 1;
+	d->state = kderp_state_open(cfg.bpffs_dir, srv->nworkers, &r);
+	if (!d->state)
+		return -1;
+	workers_set_stats(srv, kderp_state_rows(d->state));
+	kderp_state_hooks(d->state, srv, &srv->hooks);
+	d->ctl = kderp_ctl_start(kderp_state_dir(d->state), ctl_close_peer, srv, &r);
+	if (!d->ctl)
+		log_warn("control socket for %s not started: %s",
+			 kderp_state_dir(d->state)[0] ? kderp_state_dir(d->state) : "\"\"",
+			 strerror(-r));
+	return 0;
+}
 
+/* STUN (user space, and XDP when asked for) and the HTTP routes. 0 or -1. */
+static int start_edges(struct kderpd *d)
+{
 	if (cfg.stun) {
-		stun = kderp_stun_start(cfg.listen_host, cfg.stun_port);
-		if (!stun) {
+		d->stun = kderp_stun_start(cfg.listen_host, cfg.stun_port);
+		if (!d->stun) {
 			log_err("STUN server on port %d: %s", cfg.stun_port, strerror(errno));
-			return 1;
+			return -1;
 		}
 		if (cfg.xdp_iface && *cfg.xdp_iface) {
-			xdp = kderp_xdp_attach(cfg.xdp_iface, cfg.listen_host, cfg.stun_port);
-			if (!xdp)
+			d->xdp = kderp_xdp_attach(cfg.xdp_iface, cfg.listen_host, cfg.stun_port);
+			if (!d->xdp)
 				log_warn("XDP STUN not attached (%s); user-space STUN answers",
 					 strerror(errno));
 		}
 	}
-	web_add_varz(stun_varz, stun);
-	web_add_varz(xdp_varz, xdp);
-	web_set_drop_stun(xdp_drop, xdp);
+	web_add_varz(d->web, stun_varz, d->stun);
+	web_add_varz(d->web, xdp_varz, d->xdp);
+	web_add_varz(d->web, kderp_state_varz, d->state);
+	web_set_drop_stun(d->web, xdp_drop, d->xdp);
+	d->srv.hooks.http_route = web_route;
+	d->srv.hooks.http_arg = d->web;
+	return 0;
+}
 
-	srv.listeners[0].fd = listen_on(cfg.listen_host, cfg.listen_port, cfg.tcp_user_timeout_ns);
-	if (srv.listeners[0].fd < 0)
-		return 1;
-	srv.listeners[0].tls = cfg.tls;
-	srv.nlisteners = 1;
+/* The DERP listener, and port 80 beside it in TLS mode. 0 or -1. */
+static int open_listeners(struct server *srv)
+{
+	srv->listeners[0].fd = listen_on(cfg.listen_host, cfg.listen_port, cfg.tcp_user_timeout_ns);
+	if (srv->listeners[0].fd < 0)
+		return -1;
+	srv->listeners[0].tls = cfg.tls;
+	srv->nlisteners = 1;
 	if (cfg.tls && cfg.http_port > 0) {
 		char p80[16];
 
 		snprintf(p80, sizeof(p80), "%d", cfg.http_port);
-		srv.listeners[1].fd = listen_on(cfg.listen_host, p80, cfg.tcp_user_timeout_ns);
-		if (srv.listeners[1].fd < 0)
-			return 1;
-		srv.listeners[1].port80 = true;
-		srv.nlisteners = 2;
+		srv->listeners[1].fd = listen_on(cfg.listen_host, p80, cfg.tcp_user_timeout_ns);
+		if (srv->listeners[1].fd < 0)
+			return -1;
+		srv->listeners[1].port80 = true;
+		srv->nlisteners = 2;
 	}
+	return 0;
+}
 
-	r = workers_start(&srv);
-	if (r < 0) {
-		log_err("starting workers: %s", strerror(-r));
-		return 1;
-	}
-	log_info("kderpd %s: DERP on %s://%s (%d workers), server key %.8s..., STUN %s",
-		 KDERP_VERSION, cfg.tls ? "https" : "http", cfg.addr, srv.nworkers, srv.pub_hex,
-		 cfg.stun ? "on" : "off");
+static int wait_for_stop(const sigset_t *set)
+{
+	int sig;
 
 	for (;;) {
-		if (sigwait(&set, &sig) != 0)
+		if (sigwait(set, &sig) != 0)
 			continue;
-		if (sig == SIGHUP) {
-			log_info("SIGHUP: nothing to reload");
-			continue;
-		}
-		break;
+		if (sig != SIGHUP)
+			return sig;
+		log_info("SIGHUP: nothing to reload");
 	}
-	log_info("%s: shutting down", strsignal(sig));
-	for (int i = 0; i < srv.nlisteners; i++)
-		close(srv.listeners[i].fd);
-	workers_stop(&srv);
-	statemap_fini(&srv);
-	kderp_xdp_detach(xdp);
-	kderp_stun_stop(stun);
-	SSL_CTX_free(srv.ssl_ctx);
-	sodium_memzero(srv.priv, sizeof(srv.priv));
+}
+
+/* Stop what was started (running: the worker threads are), free the rest.
+ * Pins are removed on every path. */
+static void stop(struct kderpd *d, bool running)
+{
+	struct server *srv = &d->srv;
+
+	for (int i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i].fd >= 0)
+			close(srv->listeners[i].fd);
+	if (running)
+		workers_stop(srv);
+	kderp_ctl_stop(d->ctl);
+	workers_set_stats(srv, NULL);
+	kderp_state_close(d->state);
+	kderp_xdp_detach(d->xdp);
+	kderp_stun_stop(d->stun);
+	web_free(d->web);
+	workers_free(srv);
+	server_fini(srv);
+	tls_ctx_free(srv->ssl_ctx);
+	sodium_memzero(srv->priv, sizeof(srv->priv));
+}
+
+int main(int argc, char **argv)
+{
+	static struct kderpd d;
+	struct server *srv = &d.srv;
+	sigset_t set;
+	int r;
+
+	r = configure(argc, argv);
+	if (r)
+		return r < 0 ? 0 : r;
+	libbpf_set_print(libbpf_log);
+	if (sodium_init() < 0) {
+		log_err("libsodium initialisation failed");
+		return 1;
+	}
+	/* Signals are taken synchronously by this thread with sigwait; every
+	 * thread started from here on (workers, STUN, control) inherits the
+	 * blocked mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (server_init(srv, &cfg) < 0) {
+		log_err("out of memory");
+		return 1;
+	}
+	srv->write_timeout_ns = cfg.tcp_write_timeout_ns;
+	if (load_identity(&d) < 0)
+		return 1;
+	raise_fd_limit();
+	signal(SIGPIPE, SIG_IGN);
+	if (start_state(&d) < 0 || start_edges(&d) < 0 || open_listeners(srv) < 0)
+		goto fail;
+	r = workers_start(srv);
+	if (r < 0) {
+		log_err("starting workers: %s", strerror(-r));
+		goto fail;
+	}
+	log_info("kderpd %s: DERP on %s://%s (%d workers), server key %.8s..., STUN %s",
+		 KDERP_VERSION, cfg.tls ? "https" : "http", cfg.addr, srv->nworkers, srv->pub_hex,
+		 cfg.stun ? "on" : "off");
+	log_info("%s: shutting down", strsignal(wait_for_stop(&set)));
+	stop(&d, true);
 	log_info("stopped");
 	return 0;
+fail:
+	stop(&d, false);
+	return 1;
 }

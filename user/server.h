@@ -1,198 +1,74 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * server.h - kderpd's core state: server, workers, connections, queues.
- * Documentation/architecture.md describes the path of one packet.
+ * server.h - the relay engine as the rest of kderpd sees it: struct server,
+ * the hooks through which the engine calls its edges (HTTP routing, the
+ * state plane), the read API the edges use instead of the engine's locks
+ * and tables, and the workers' lifecycle. Connections and workers are the
+ * engine's own (conn.h, worker.h); edges never see them.
+ * Documentation/architecture.md describes the layers.
  */
 #ifndef KDERP_SERVER_H
 #define KDERP_SERVER_H
 
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include <openssl/ssl.h>
-
 #include "derp_wire.h"
 #include "stats.h"
 
-#define QDEPTH 32 /* per-client packets per queue (normal, disco), as derper */
-#define CTL_MAX 4096 /* control frames waiting per client before they are dropped */
-#define INFLIGHT_MAX (2 * QDEPTH + 64)
-#define SETUP_TIMEOUT_NS (10ULL * 1000000000ULL)
-#define MESH_WRITE_TIMEOUT_NS (30ULL * 1000000000ULL)
-#define HTTP_MAX_HEADER 16384
-
-struct worker;
-struct server;
-struct peer;
+struct config;
 struct http_req;
+struct peer;
+struct pkt;
+struct ssl_ctx_st;
+struct worker;
 
-enum pkt_kind {
-	PKT_OTHER = 0, /* RecvPacket, non-disco (queue 0) */
-	PKT_DISCO = 1, /* RecvPacket, disco (queue 1) */
-	PKT_CTL, /* any control frame: ServerKey, ServerInfo, KeepAlive, PeerGone... */
-	PKT_PONG,
-	PKT_PEER_GONE_DISC,
-	PKT_PEER_GONE_NOT_HERE,
-	PKT_RAW, /* HTTP response bytes */
-};
-
-/* One frame waiting to be written. Owned by exactly one queue at a time. */
-struct pkt {
-	struct pkt *next; /* control list linkage */
-	uint64_t enq_ns;
-	uint32_t len;
-	uint8_t kind;
-	uint8_t data[];
-};
-
-enum conn_state {
-	CS_TLS_HANDSHAKE,
-	CS_HTTP,
-	CS_HTTP_DONE, /* response queued, close after flush */
-	CS_WAIT_CLIENTINFO,
-	CS_RUN,
-	CS_CLOSED,
-};
-
-enum tls_mode {
-	TLS_MODE_PLAIN = 0,
-	TLS_MODE_USER = 1, /* OpenSSL in user space */
-	TLS_MODE_KTLS_TX = 2, /* kernel encrypts, OpenSSL decrypts */
-	TLS_MODE_KTLS_TXRX = 3, /* kernel does both directions */
-};
-
-/* A small open-addressing set of 32-byte keys (correspondents of a client). */
-struct keyset {
-	uint8_t (*keys)[DERP_KEY_LEN];
-	uint32_t n, cap;
-};
-
-struct conn {
-	struct worker *w;
-	struct server *srv;
-	int fd;
-	SSL *ssl;
-	enum conn_state state;
-	uint8_t tls_mode;
-	bool port80; /* the plain-HTTP side listener in TLS mode */
-	bool epollout; /* EPOLLOUT armed */
-	bool in_local_flush; /* on w->flush list */
-	bool in_reread; /* on w->reread list */
-	bool fast_start;
-	bool registered;
-	bool can_mesh;
-	bool is_prober;
-	bool not_ideal;
-	bool preferred;
-	bool is_watcher;
-	bool is_dup;
-	bool pong_queued; /* at most one pong pending, as derper */
-	bool paused; /* stopped parsing until a busy destination drains */
-	uint64_t created_ns;
-	uint64_t deadline_ns; /* setup deadline, 0 once running */
-	uint64_t blocked_since; /* write blocked with data pending, 0 if not */
-	uint64_t next_keepalive;
-	uint64_t next_rtt;
-	uint64_t preferred_at;
-	uint64_t id;
-	struct sockaddr_storage addr;
-	char addr_str[64];
-	const char *close_reason;
-
-	/* Read side (owner only). */
-	uint8_t *carry; /* bytes of an incomplete frame or request */
-	uint32_t carry_len;
-	uint64_t skip; /* bytes of an ignored frame still to discard */
-	struct http_req *req;
-
-	/* Identity. */
-	uint8_t key[DERP_KEY_LEN];
-	char key_hex8[16];
-	struct peer *peer;
-
-	/* Queues, shared with other workers under qlock. */
-	pthread_mutex_t qlock;
-	bool dead; /* under qlock: no more enqueues */
-	struct pkt *ring[2][QDEPTH];
-	uint8_t rhead[2], rcount[2];
-	struct pkt *ctl_head, *ctl_tail;
-	uint32_t nctl;
-	atomic_bool flush_pending;
-	atomic_bool close_requested; /* ClosePeer from a mesh peer */
-
-	/* In flight (owner only): dequeued, being written. */
-	struct pkt **inflight; /* INFLIGHT_MAX slots while busy; NULL when idle */
-	int if_head, if_n;
-	uint32_t if_off;
-	uint8_t *tlsbuf; /* TLS bytes handed to SSL_write but not accepted yet */
-	uint32_t tlsbuf_len;
-
-	/* PeerGone(NotHere) limiter: burst 3, 1 per second. */
-	double nothere_tokens;
-	uint64_t nothere_last;
-
-	/* Keys this client has sent packets to (for PeerGone on disconnect). */
-	struct keyset sent_to;
-	uint8_t last_sent_to[DERP_KEY_LEN];
-
-	struct peer_stats *st; /* a state-plane slot, or st_local */
-	uint32_t slot;
-	struct peer_stats st_local;
-
-	struct conn *next, *prev; /* w->conns */
-	struct conn *flush_next; /* w->flush list */
-	struct conn *reread_next;
-	struct conn *zombie_next;
-};
-
-struct worker {
-	struct server *srv;
-	int idx;
-	int epfd;
-	int evfd;
-	pthread_t thread;
-	uint8_t *rbuf; /* one large read buffer per worker */
-	size_t rbuf_cap;
-	uint8_t *wbuf; /* TLS write gather buffer */
-	size_t wbuf_cap;
-	struct conn *conns;
-	unsigned nconns;
-	struct conn *flush; /* local flush list */
-	struct conn *reread;
-	struct conn *reread_later; /* paused senders, resumed next iteration */
-	struct conn *zombies;
-	/* Conns of this worker that other workers enqueued to. */
-	pthread_mutex_t remote_lock;
-	struct conn **remote;
-	unsigned nremote, remote_cap;
-	atomic_bool woken;
-	uint64_t now;
-	uint64_t next_tick;
-	double avg_queue_ms;
-	struct worker_stats *stats; /* a state-plane row, or stats_local */
-	struct worker_stats stats_local;
-};
+#define SERVER_MAX_LISTENERS 4
 
 struct listener {
 	int fd;
 	bool tls;
+	bool port80; /* the plain-HTTP side listener in TLS mode */
+};
+
+/* Who sent an HTTP request, for routing and /debug access. */
+struct http_from {
+	const struct sockaddr_storage *addr;
+	const char *addr_str;
+	uint64_t conn_id;
 	bool port80;
 };
 
-/* Everything known about one public key: its connections (dups included). */
-struct peer {
-	uint8_t key[DERP_KEY_LEN];
-	struct conn *_Atomic active;
-	struct conn **conns;
-	unsigned nconns, cap;
-	struct conn *last; /* most recent speaker */
+enum http_route {
+	HTTP_ROUTE_RESPONSE, /* *resp holds the answer (NULL: out of memory) */
+	HTTP_ROUTE_UPGRADE, /* start DERP on this connection */
 };
 
-struct config;
+/*
+ * Callbacks the engine makes into its edges, registered by main.c. Every
+ * one is optional; arguments are the matching *_arg.
+ */
+struct server_hooks {
+	/* A complete HTTP request (web.c). Without it every request gets a 404. */
+	enum http_route (*http_route)(void *arg, const struct http_from *from,
+				      const struct http_req *req, struct pkt **resp);
+	void *http_arg;
+	/*
+	 * The state plane (state.c). slot_open gives a new connection its
+	 * counter slot (NULL: it keeps counting in its own memory); slot_close
+	 * takes it back after the connection stopped writing to it.
+	 * peer_changed says that a key connected, changed (NotePreferred) or is
+	 * losing the connection gone_id (0 for none): the edge reads the key's
+	 * state back with server_peer_info().
+	 */
+	struct kderp_peer_stats *(*slot_open)(void *arg, uint32_t *slot);
+	void (*slot_close)(void *arg, uint32_t slot);
+	void (*peer_changed)(void *arg, const uint8_t key[DERP_KEY_LEN], uint64_t gone_id);
+	void *state_arg;
+};
 
 struct server {
 	const struct config *cfg;
@@ -201,8 +77,8 @@ struct server {
 	char pub_hex[65];
 	uint8_t mesh_key[32];
 	bool have_mesh_key;
-	SSL_CTX *ssl_ctx;
-	struct listener listeners[4];
+	struct ssl_ctx_st *ssl_ctx; /* NULL: no TLS listener */
+	struct listener listeners[SERVER_MAX_LISTENERS];
 	int nlisteners;
 	struct worker *workers;
 	int nworkers;
@@ -210,9 +86,10 @@ struct server {
 	int64_t write_timeout_ns;
 	uint64_t start_ns;
 	atomic_uint_fast64_t next_conn_id;
+	struct server_hooks hooks;
 
 	/* The peer table: key -> struct peer. Readers hold the read lock for a
-	 * whole batch of frames; writers are (un)registration. */
+	 * whole batch of frames; writers are (un)registration. Engine only. */
 	pthread_rwlock_t lock;
 	struct peer **table;
 	uint32_t table_cap, table_n;
@@ -223,32 +100,55 @@ struct server {
 	struct server_gauges g;
 };
 
-/* server.c */
+/* ---- setup (peers.c) ---- */
+
+/* The peer table; 0 or -ENOMEM. */
 int server_init(struct server *s, const struct config *cfg);
-struct peer *server_peer_lookup(struct server *s, const uint8_t key[32]);
-void server_register(struct server *s, struct conn *c);
-bool server_unregister(struct server *s, struct conn *c);
-void server_note_activity(struct server *s, struct conn *c);
-void server_add_watcher(struct server *s, struct conn *c);
-void server_set_preferred(struct server *s, struct conn *c, bool pref);
-void server_sum_stats(struct server *s, struct worker_stats *out);
-int server_close_peer(struct server *s, const uint8_t key[32]);
+/* Frees the table (after workers_stop). */
+void server_fini(struct server *s);
 
-/* worker.c */
+/* ---- the read API for edges (peers.c) ---- */
+
+struct server_snapshot {
+	struct worker_stats st; /* summed over the workers */
+	struct server_gauges g;
+	double avg_queue_ms; /* mean of the workers' averages */
+	int nworkers;
+};
+
+void server_stats_snapshot(struct server *s, struct server_snapshot *out);
+
+/* Every registered connection, under the table's read lock: keep fn short. */
+typedef void (*server_conn_fn)(void *arg, const uint8_t key[DERP_KEY_LEN], uint64_t conn_id,
+			       const struct kderp_peer_stats *st);
+void server_for_each_conn(struct server *s, server_conn_fn fn, void *arg);
+
+/*
+ * The state-plane record of a key: its active connection (else any other),
+ * leaving out connection gone_id. false when no connection is left.
+ */
+bool server_peer_info(struct server *s, const uint8_t key[DERP_KEY_LEN], uint64_t gone_id,
+		      struct kderp_peer_info *pi);
+
+/* Close every connection of a key (any thread; their owners close them on
+ * their next loop). Returns how many, 0 if the key is not connected. */
+int server_close_peer(struct server *s, const uint8_t key[DERP_KEY_LEN]);
+
+/* ---- workers (loop.c) ---- */
+
+/* Allocate the workers (no threads, no listeners yet). 0 or -errno. */
 int workers_init(struct server *s);
+/*
+ * Where each worker keeps its counters: rows[i] for worker i (memory-mapped
+ * state-plane rows), or NULL for the workers' own memory (the values so far
+ * are copied there). Only while the workers are not running.
+ */
+void workers_set_stats(struct server *s, struct kderp_worker_stats *rows);
+/* Watch the listeners from every worker and start the threads. 0 or -errno. */
 int workers_start(struct server *s);
+/* Stop and join the threads; every connection is closed. */
 void workers_stop(struct server *s);
-struct pkt *pkt_new(uint32_t len, uint8_t kind);
-void pkt_free(struct pkt *p);
-void conn_queue_ctl(struct conn *c, struct pkt *p);
-bool conn_enqueue_packet(struct worker *w, struct conn *dst, struct pkt *p);
-void conn_close(struct conn *c, const char *reason);
-void worker_wake_flush(struct worker *from, struct conn *dst);
-struct pkt *frame_new(uint8_t type, const void *a, uint32_t alen, const void *b, uint32_t blen,
-		      uint8_t kind);
+/* Free what workers_init allocated. */
+void workers_free(struct server *s);
 
-/* keyset */
-bool keyset_add(struct keyset *ks, const uint8_t key[32]);
-void keyset_free(struct keyset *ks);
-
-#endif
+#endif /* KDERP_SERVER_H */

@@ -6,7 +6,8 @@
  *
  * The layouts are the state plane's ABI (include/kderp_abi.h): with BPF the
  * rows and per-connection slots live in memory-mapped BPF arrays (see
- * user/statemap.c), without it in ordinary memory.
+ * user/state.c), without it in ordinary memory. Their names are in
+ * user/lib/names.h.
  */
 #ifndef KDERP_STATS_H
 #define KDERP_STATS_H
@@ -14,6 +15,7 @@
 #include <stdint.h>
 
 #include "kderp_abi.h"
+#include "names.h"
 
 #define DROP_REASONS KDERP_DROP_REASONS
 #define NDROP_REASONS KDERP_NR_DROP_REASONS
@@ -35,15 +37,6 @@ enum counter {
 	COUNTERS(X)
 #undef X
 };
-
-extern const char *const drop_reason_names[NDROP_REASONS];
-extern const char *const drop_kind_names[NKINDS];
-
-struct counter_desc {
-	const char *name;
-	const char *help;
-};
-extern const struct counter_desc counter_descs[NCOUNTERS];
 
 /* The ABI structs under the names the daemon uses. */
 #define worker_stats kderp_worker_stats /* one worker's counters */

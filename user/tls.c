@@ -15,11 +15,12 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include "config.h"
 #include "log.h"
-#include "server.h"
+#include "kderp_abi.h"
 #include "tls.h"
 #include "util.h"
 
@@ -56,7 +57,8 @@ static int add_ext(X509 *x, int nid, const char *value)
 	return ok;
 }
 
-X509 *tls_make_meta_cert(const uint8_t server_pub[32])
+/* derper's Ed25519 meta certificate: serial 2, CN derpkey<hex of the server key>. */
+static X509 *make_meta_cert(const uint8_t server_pub[32])
 {
 	EVP_PKEY_CTX *kctx = NULL;
 	EVP_PKEY *pkey = NULL;
@@ -270,7 +272,7 @@ SSL_CTX *tls_server_ctx(const struct config *cfg, const uint8_t server_pub[32])
 		goto fail;
 	}
 	/* The meta cert goes last in every Certificate message (fast start). */
-	meta = tls_make_meta_cert(server_pub);
+	meta = make_meta_cert(server_pub);
 	if (!meta || SSL_CTX_add0_chain_cert(ctx, meta) != 1) {
 		X509_free(meta);
 		goto fail;
@@ -295,15 +297,111 @@ int tls_conn_mode(SSL *ssl)
 	int rx = BIO_get_ktls_recv(SSL_get_rbio(ssl));
 
 	if (tx && rx)
-		return TLS_MODE_KTLS_TXRX;
+		return KDERP_TLS_KTLS_TXRX;
 	if (tx)
-		return TLS_MODE_KTLS_TX;
-	return TLS_MODE_USER;
+		return KDERP_TLS_KTLS_TX;
+	return KDERP_TLS_USER;
 }
 
-const char *tls_mode_name(int mode)
+void tls_ctx_free(SSL_CTX *ctx)
 {
-	static const char *const names[] = {"plain", "tls", "ktls-tx", "ktls-txrx"};
+	SSL_CTX_free(ctx);
+}
 
-	return mode >= 0 && mode < 4 ? names[mode] : "?";
+SSL *tls_conn_new(SSL_CTX *ctx, int fd)
+{
+	SSL *ssl = SSL_new(ctx);
+
+	if (ssl && SSL_set_fd(ssl, fd) != 1) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	return ssl;
+}
+
+void tls_conn_free(SSL *ssl)
+{
+	SSL_free(ssl);
+}
+
+/* The reason of a failed call: OpenSSL's last error, else errno or EOF. */
+static void fail_reason(const char *what, char *why, size_t whylen)
+{
+	unsigned long code = ERR_peek_last_error();
+	char e[120];
+
+	if (code)
+		ERR_error_string_n(code, e, sizeof(e));
+	else
+		snprintf(e, sizeof(e), "%s", errno ? strerror(errno) : "connection closed");
+	snprintf(why, whylen, "%s: %s", what, e);
+	ERR_clear_error();
+}
+
+enum tls_status tls_accept(SSL *ssl, char *why, size_t whylen)
+{
+	int r;
+
+	ERR_clear_error();
+	r = SSL_accept(ssl);
+	if (r == 1)
+		return TLS_DONE;
+	switch (SSL_get_error(ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return TLS_WANT_READ;
+	case SSL_ERROR_WANT_WRITE:
+		return TLS_WANT_WRITE;
+	default:
+		fail_reason("TLS handshake failed", why, whylen);
+		return TLS_FAILED;
+	}
+}
+
+ssize_t tls_read(SSL *ssl, void *buf, size_t len, char *why, size_t whylen)
+{
+	int n;
+
+	ERR_clear_error();
+	n = SSL_read(ssl, buf, (int)len);
+	if (n > 0)
+		return n;
+	switch (SSL_get_error(ssl, n)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		return TLS_READ_AGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		return TLS_READ_EOF;
+	default:
+		fail_reason("TLS read", why, whylen);
+		return TLS_READ_FAILED;
+	}
+}
+
+bool tls_pending(SSL *ssl)
+{
+	return SSL_pending(ssl) > 0;
+}
+
+bool tls_key_update_requested(SSL *ssl)
+{
+	return SSL_get_key_update_type(ssl) != SSL_KEY_UPDATE_NONE;
+}
+
+ssize_t tls_write(SSL *ssl, const void *buf, size_t len)
+{
+	int r;
+
+	ERR_clear_error();
+	r = SSL_write(ssl, buf, (int)len);
+	if (r > 0)
+		return r;
+	switch (SSL_get_error(ssl, r)) {
+	case SSL_ERROR_WANT_WRITE:
+	case SSL_ERROR_WANT_READ:
+		return -EAGAIN;
+	case SSL_ERROR_SYSCALL:
+		return errno ? -errno : -EPIPE;
+	default:
+		return -EPROTO;
+	}
 }

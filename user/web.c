@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: MIT
-/* web.c - derper's HTTP mux: /derp, probes, /generate_204, home, /debug/. */
+/*
+ * web.c - derper's HTTP mux: /derp, probes, /generate_204, home, /debug/
+ * and /debug/varz. The engine calls web_route through its http_route hook;
+ * the numbers come through server.h's read API and registered sections.
+ */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -13,9 +17,8 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "pkt.h"
 #include "server.h"
-#include "statemap.h"
-#include "tls.h"
 #include "util.h"
 #include "web.h"
 
@@ -64,20 +67,56 @@ static void sb_printf(struct strbuf *b, const char *fmt, ...)
 	}
 }
 
+struct cidr {
+	int family;
+	uint8_t addr[16];
+	int bits;
+};
+
+struct varz_ext {
+	web_varz_fn fn;
+	const void *arg;
+};
+
+struct web {
+	const struct config *cfg;
+	struct server *srv;
+	struct cidr debug_allow[32];
+	int ndebug_allow;
+	struct varz_ext varz_exts[8];
+	int nvarz_exts;
+	int (*drop_stun_fn)(void *arg, bool drop);
+	void *drop_stun_arg;
+};
+
+struct web *web_new(const struct config *cfg, struct server *srv)
+{
+	struct web *w = calloc(1, sizeof(*w));
+
+	if (w) {
+		w->cfg = cfg;
+		w->srv = srv;
+	}
+	return w;
+}
+
+void web_free(struct web *w)
+{
+	free(w);
+}
+
 static struct pkt *response(int status, const char *reason, const char *headers, const char *body,
 			    size_t blen, bool head_only)
 {
 	char hdr[2048];
-	int n = snprintf(hdr, sizeof(hdr),
-			 "HTTP/1.1 %d %s\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
-			 status, reason, headers, blen);
+	int n = http_format_head(hdr, sizeof(hdr), status, reason, headers, blen);
 	struct pkt *p;
 
 	if (n < 0 || n >= (int)sizeof(hdr))
 		return NULL;
 	if (head_only)
 		blen = 0;
-	p = pkt_new(n + blen, PKT_RAW);
+	p = pkt_new((uint32_t)(n + blen), PKT_RAW);
 	if (!p)
 		return NULL;
 	memcpy(p->data, hdr, n);
@@ -86,25 +125,18 @@ static struct pkt *response(int status, const char *reason, const char *headers,
 	return p;
 }
 
-struct pkt *web_simple_response(int status, const char *reason, const char *ctype, const char *body)
+/* A short text/plain answer. */
+static struct pkt *text_response(int status, const char *reason, const char *body)
 {
-	char h[256];
+	char buf[1024];
+	int n = http_format_text(buf, sizeof(buf), status, reason, body);
 
-	snprintf(h, sizeof(h), "Content-Type: %s\r\nX-Content-Type-Options: nosniff\r\n", ctype);
-	return response(status, reason, h, body, strlen(body), false);
+	return n > 0 && n < (int)sizeof(buf) ? pkt_copy(buf, (uint32_t)n, PKT_RAW) : NULL;
 }
 
 /* ---- /debug access ---- */
 
-struct cidr {
-	int family;
-	uint8_t addr[16];
-	int bits;
-};
-static struct cidr debug_allow[32];
-static int ndebug_allow;
-
-int web_set_debug_allow(const char *cidrs)
+int web_set_debug_allow(struct web *w, const char *cidrs)
 {
 	char buf[1024], *save = NULL, *tok;
 
@@ -112,12 +144,12 @@ int web_set_debug_allow(const char *cidrs)
 		return 0;
 	snprintf(buf, sizeof(buf), "%s", cidrs);
 	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		struct cidr *c = &debug_allow[ndebug_allow];
+		struct cidr *c = &w->debug_allow[w->ndebug_allow];
 		char *slash = strchr(tok, '/');
 
 		while (*tok == ' ')
 			tok++;
-		if (ndebug_allow == (int)ARRAY_SIZE(debug_allow))
+		if (w->ndebug_allow == (int)ARRAY_SIZE(w->debug_allow))
 			return -E2BIG;
 		if (slash)
 			*slash = 0;
@@ -134,7 +166,7 @@ int web_set_debug_allow(const char *cidrs)
 		} else {
 			return -EINVAL;
 		}
-		ndebug_allow++;
+		w->ndebug_allow++;
 	}
 	return 0;
 }
@@ -153,16 +185,18 @@ static bool prefix_match(const uint8_t *a, const uint8_t *b, int bits)
 	return true;
 }
 
-static bool debug_allowed(const struct conn *c, const struct http_req *req)
+static bool debug_allowed(const struct web *w, const struct http_from *from,
+			  const struct http_req *req)
 {
+	const struct sockaddr_storage *addr = from->addr;
 	uint8_t v4[4], v6[16];
 	bool is4 = false;
 
-	if (c->addr.ss_family == AF_INET) {
-		memcpy(v4, &((const struct sockaddr_in *)&c->addr)->sin_addr, 4);
+	if (addr->ss_family == AF_INET) {
+		memcpy(v4, &((const struct sockaddr_in *)addr)->sin_addr, 4);
 		is4 = true;
 	} else {
-		memcpy(v6, &((const struct sockaddr_in6 *)&c->addr)->sin6_addr, 16);
+		memcpy(v6, &((const struct sockaddr_in6 *)addr)->sin6_addr, 16);
 		if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)v6)) {
 			memcpy(v4, v6 + 12, 4);
 			is4 = true;
@@ -174,8 +208,8 @@ static bool debug_allowed(const struct conn *c, const struct http_req *req)
 		if (!is4 && IN6_IS_ADDR_LOOPBACK((struct in6_addr *)v6))
 			return true;
 	}
-	for (int i = 0; i < ndebug_allow; i++) {
-		const struct cidr *a = &debug_allow[i];
+	for (int i = 0; i < w->ndebug_allow; i++) {
+		const struct cidr *a = &w->debug_allow[i];
 
 		if (a->family == AF_INET && is4 && prefix_match(a->addr, v4, a->bits))
 			return true;
@@ -187,26 +221,16 @@ static bool debug_allowed(const struct conn *c, const struct http_req *req)
 
 /* ---- /debug/varz ---- */
 
-struct varz_ext {
-	web_varz_fn fn;
-	const void *arg;
-};
-static struct varz_ext varz_exts[8];
-static int nvarz_exts;
-
-static int (*drop_stun_fn)(void *arg, bool drop);
-static void *drop_stun_arg;
-
-void web_set_drop_stun(int (*fn)(void *arg, bool drop), void *arg)
+void web_set_drop_stun(struct web *w, int (*fn)(void *arg, bool drop), void *arg)
 {
-	drop_stun_fn = fn;
-	drop_stun_arg = arg;
+	w->drop_stun_fn = fn;
+	w->drop_stun_arg = arg;
 }
 
-void web_add_varz(web_varz_fn fn, const void *arg)
+void web_add_varz(struct web *w, web_varz_fn fn, const void *arg)
 {
-	if (nvarz_exts < (int)ARRAY_SIZE(varz_exts))
-		varz_exts[nvarz_exts++] = (struct varz_ext){fn, arg};
+	if (w->nvarz_exts < (int)ARRAY_SIZE(w->varz_exts))
+		w->varz_exts[w->nvarz_exts++] = (struct varz_ext){fn, arg};
 }
 
 static long count_fds(void)
@@ -237,169 +261,135 @@ static long rss_bytes(void)
 	return rss * sysconf(_SC_PAGESIZE);
 }
 
-/*
- * The state plane: where the counters live, totals of closed connections,
- * and (--varz-peers) one series per connected key, from the same per-slot
- * counters kderpctl reads.
- */
-static void varz_state(struct server *s, struct strbuf *b)
+static const char *const peer_series[4] = {"packets_in", "bytes_in", "packets_out", "bytes_out"};
+
+static void varz_peer(void *arg, const uint8_t key[32], uint64_t conn_id,
+		      const struct kderp_peer_stats *st)
 {
-	static const char *const names[4] = {"packets_in", "bytes_in", "packets_out", "bytes_out"};
-	const struct kderp_peer_stats *closed = statemap_closed_totals();
+	const uint64_t v[4] = {STAT_READ(st->pkts_in), STAT_READ(st->bytes_in),
+			       STAT_READ(st->pkts_out), STAT_READ(st->bytes_out)};
+	struct strbuf *b = arg;
+	char hex[17];
 
-	sb_printf(b,
-		  "# HELP kderp_state_bpf 1 when counters live in pinned BPF maps\n"
-		  "# TYPE kderp_state_bpf gauge\nkderp_state_bpf %d\n",
-		  statemap_bpf_active() ? 1 : 0);
-	if (closed) {
-		const uint64_t v[4] = {STAT_READ(closed->pkts_in), STAT_READ(closed->bytes_in),
-				       STAT_READ(closed->pkts_out), STAT_READ(closed->bytes_out)};
-
-		for (int i = 0; i < 4; i++)
-			sb_printf(b,
-				  "# TYPE kderp_closed_conns_%s counter\n"
-				  "kderp_closed_conns_%s %llu\n",
-				  names[i], names[i], (unsigned long long)v[i]);
-	}
-	if (!s->cfg || !s->cfg->varz_peers)
-		return;
-	for (int i = 0; i < 4; i++)
-		sb_printf(b, "# TYPE kderp_peer_%s counter\n", names[i]);
-	sb_printf(b, "# TYPE kderp_peer_drops counter\n");
-	pthread_rwlock_rdlock(&s->lock);
-	for (uint32_t t = 0; t < s->table_cap; t++) {
-		const struct peer *p = s->table[t];
-
-		for (unsigned j = 0; p && j < p->nconns; j++) {
-			const struct conn *c = p->conns[j];
-			const struct kderp_peer_stats *st =
-				__atomic_load_n(&c->st, __ATOMIC_ACQUIRE);
-			const uint64_t v[4] = {STAT_READ(st->pkts_in), STAT_READ(st->bytes_in),
-					       STAT_READ(st->pkts_out), STAT_READ(st->bytes_out)};
-			char hex[17];
-
-			hex_encode(hex, p->key, 8);
-			for (int k = 0; k < 4; k++)
-				sb_printf(b, "kderp_peer_%s{peer=\"%s\",conn=\"%llu\"} %llu\n",
-					  names[k], hex, (unsigned long long)c->id,
-					  (unsigned long long)v[k]);
-			sb_printf(b, "kderp_peer_drops{peer=\"%s\",conn=\"%llu\"} %llu\n", hex,
-				  (unsigned long long)c->id,
-				  (unsigned long long)STAT_READ(st->drops));
-		}
-	}
-	pthread_rwlock_unlock(&s->lock);
+	hex_encode(hex, key, 8);
+	for (int k = 0; k < 4; k++)
+		sb_printf(b, "kderp_peer_%s{peer=\"%s\",conn=\"%llu\"} %llu\n", peer_series[k], hex,
+			  (unsigned long long)conn_id, (unsigned long long)v[k]);
+	sb_printf(b, "kderp_peer_drops{peer=\"%s\",conn=\"%llu\"} %llu\n", hex,
+		  (unsigned long long)conn_id, (unsigned long long)STAT_READ(st->drops));
 }
 
-char *web_varz(struct server *s, size_t *len)
+/* --varz-peers: one series per connected key, from the same per-slot
+ * counters kderpctl reads. */
+static void varz_peers(struct web *w, struct strbuf *b)
 {
-	static const char *const rtt_names[NRTT_BUCKETS] = {
-		"10ms", "20ms", "50ms", "100ms", "150ms", "250ms", "500ms", "inf", "error"};
-	struct strbuf b = {0};
-	struct worker_stats st;
-	struct server_gauges g;
-	double avgq = 0;
+	if (!w->cfg || !w->cfg->varz_peers)
+		return;
+	for (int i = 0; i < 4; i++)
+		sb_printf(b, "# TYPE kderp_peer_%s counter\n", peer_series[i]);
+	sb_printf(b, "# TYPE kderp_peer_drops counter\n");
+	server_for_each_conn(w->srv, varz_peer, b);
+}
 
-	server_sum_stats(s, &st);
-	pthread_rwlock_rdlock(&s->lock);
-	g = s->g;
-	pthread_rwlock_unlock(&s->lock);
-	for (int i = 0; i < s->nworkers; i++)
-		avgq += s->workers[i].avg_queue_ms;
-	avgq /= s->nworkers ? s->nworkers : 1;
+/* The sections registered by other subsystems; they report their full
+ * length, like snprintf. */
+static void varz_exts(struct web *w, struct strbuf *b)
+{
+	for (int i = 0; i < w->nvarz_exts; i++) {
+		const struct varz_ext *e = &w->varz_exts[i];
+		size_t cap = 16384;
+		char *ext = malloc(cap);
+		int n = ext ? e->fn(e->arg, ext, cap) : -1;
 
-	sb_printf(&b,
-		  "# TYPE process_resident_memory_bytes gauge\n"
-		  "process_resident_memory_bytes %ld\n",
-		  rss_bytes());
-	sb_printf(&b, "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n", count_fds());
-	sb_printf(&b, "# TYPE derp_accepts counter\nderp_accepts %llu\n",
-		  (unsigned long long)st.c[CTR_ACCEPTS]);
-	sb_printf(&b,
-		  "# TYPE derp_average_queue_duration_ms gauge\n"
-		  "derp_average_queue_duration_ms %f\n",
-		  avgq);
-	sb_printf(&b, "# TYPE derp_bytes_dropped counter\n");
-	sb_printf(&b, "# HELP derp_bytes_dropped DERP bytes dropped by reason and by kind\n");
+		if (n >= (int)cap) {
+			char *bigger = realloc(ext, n + 1);
+
+			n = bigger ? e->fn(e->arg, bigger, n + 1) : -1;
+			ext = bigger ? bigger : ext;
+		}
+		if (n > 0)
+			sb_printf(b, "%.*s", n, ext);
+		free(ext);
+	}
+}
+
+static void varz_gauge(struct strbuf *b, const char *name, long long v)
+{
+	sb_printf(b, "# TYPE %s gauge\n%s %lld\n", name, name, v);
+}
+
+static void varz_drops(struct strbuf *b, const char *what, const __u64 v[8][2])
+{
+	sb_printf(b, "# TYPE derp_%s_dropped counter\n", what);
+	sb_printf(b, "# HELP derp_%s_dropped DERP %s dropped by reason and by kind\n", what, what);
 	for (int r = 0; r < NDROP_REASONS; r++)
 		for (int k = 0; k < NKINDS; k++)
-			sb_printf(&b, "derp_bytes_dropped{reason=\"%s\",kind=\"%s\"} %llu\n",
+			sb_printf(b, "derp_%s_dropped{reason=\"%s\",kind=\"%s\"} %llu\n", what,
 				  drop_reason_names[r], drop_kind_names[k],
-				  (unsigned long long)st.drop_bytes[r][k]);
-	sb_printf(&b, "# TYPE derp_bytes_received counter\nderp_bytes_received %llu\n",
-		  (unsigned long long)st.c[CTR_BYTES_RECEIVED]);
-	sb_printf(&b, "# TYPE derp_bytes_sent counter\nderp_bytes_sent %llu\n",
-		  (unsigned long long)st.c[CTR_BYTES_SENT]);
-	sb_printf(&b, "# TYPE derp_clients_local gauge\nderp_clients_local %lld\n",
-		  (long long)g.clients_local);
-	sb_printf(&b, "# TYPE derp_clients_remote gauge\nderp_clients_remote 0\n");
-	sb_printf(&b, "# TYPE derp_clients_total gauge\nderp_clients_total %lld\n",
-		  (long long)g.clients_local);
-	sb_printf(&b, "# TYPE derp_current_connections gauge\nderp_current_connections %lld\n",
-		  (long long)g.current_connections);
-	sb_printf(
-		&b,
-		"# TYPE derp_current_dup_client_conns gauge\nderp_current_dup_client_conns %lld\n",
-		(long long)g.current_dup_client_conns);
-	sb_printf(&b,
-		  "# TYPE derp_current_dup_client_keys gauge\nderp_current_dup_client_keys %lld\n",
-		  (long long)g.current_dup_client_keys);
-	sb_printf(&b,
-		  "# TYPE derp_current_file_descriptors gauge\nderp_current_file_descriptors %ld\n",
-		  count_fds());
-	sb_printf(
-		&b,
-		"# TYPE derp_current_home_connections gauge\nderp_current_home_connections %lld\n",
-		(long long)g.current_home_connections);
-	sb_printf(&b,
-		  "# TYPE derp_current_notideal_connections gauge\n"
-		  "derp_current_notideal_connections %lld\n",
-		  (long long)g.current_notideal_connections);
+				  (unsigned long long)v[r][k]);
+}
+
+/* Counters with derper's names, in derper's order, and kderp's additions. */
+static void varz_derp(struct strbuf *b, const struct server_snapshot *snap)
+{
+	const struct worker_stats *st = &snap->st;
+	const struct server_gauges *g = &snap->g;
+
+	sb_printf(b, "# TYPE derp_accepts counter\nderp_accepts %llu\n",
+		  (unsigned long long)st->c[CTR_ACCEPTS]);
+	sb_printf(b,
+		  "# TYPE derp_average_queue_duration_ms gauge\n"
+		  "derp_average_queue_duration_ms %f\n",
+		  snap->avg_queue_ms);
+	varz_drops(b, "bytes", st->drop_bytes);
+	sb_printf(b, "# TYPE derp_bytes_received counter\nderp_bytes_received %llu\n",
+		  (unsigned long long)st->c[CTR_BYTES_RECEIVED]);
+	sb_printf(b, "# TYPE derp_bytes_sent counter\nderp_bytes_sent %llu\n",
+		  (unsigned long long)st->c[CTR_BYTES_SENT]);
+	varz_gauge(b, "derp_clients_local", g->clients_local);
+	varz_gauge(b, "derp_clients_remote", 0);
+	varz_gauge(b, "derp_clients_total", g->clients_local);
+	varz_gauge(b, "derp_current_connections", g->current_connections);
+	varz_gauge(b, "derp_current_dup_client_conns", g->current_dup_client_conns);
+	varz_gauge(b, "derp_current_dup_client_keys", g->current_dup_client_keys);
+	varz_gauge(b, "derp_current_file_descriptors", count_fds());
+	varz_gauge(b, "derp_current_home_connections", g->current_home_connections);
+	varz_gauge(b, "derp_current_notideal_connections", g->current_notideal_connections);
 	for (int i = 0; i < NCOUNTERS; i++) {
 		if (i == CTR_ACCEPTS || i == CTR_BYTES_RECEIVED || i == CTR_BYTES_SENT ||
 		    i == CTR_PACKETS_RECEIVED_DISCO || i == CTR_PACKETS_RECEIVED_OTHER)
 			continue;
-		sb_printf(&b, "# HELP derp_%s %s\n# TYPE derp_%s counter\nderp_%s %llu\n",
+		sb_printf(b, "# HELP derp_%s %s\n# TYPE derp_%s counter\nderp_%s %llu\n",
 			  counter_descs[i].name, counter_descs[i].help, counter_descs[i].name,
-			  counter_descs[i].name, (unsigned long long)st.c[i]);
+			  counter_descs[i].name, (unsigned long long)st->c[i]);
 	}
-	sb_printf(&b, "# TYPE derp_packets_dropped counter\n");
-	sb_printf(&b, "# HELP derp_packets_dropped DERP packets dropped by reason and by kind\n");
-	for (int r = 0; r < NDROP_REASONS; r++)
-		for (int k = 0; k < NKINDS; k++)
-			sb_printf(&b, "derp_packets_dropped{reason=\"%s\",kind=\"%s\"} %llu\n",
-				  drop_reason_names[r], drop_kind_names[k],
-				  (unsigned long long)st.drop_pkts[r][k]);
-	sb_printf(&b,
+	varz_drops(b, "packets", st->drop_pkts);
+	sb_printf(b,
 		  "# TYPE derp_packets_received_kind counter\n"
 		  "derp_packets_received_kind{kind=\"disco\"} %llu\n"
 		  "derp_packets_received_kind{kind=\"other\"} %llu\n",
-		  (unsigned long long)st.c[CTR_PACKETS_RECEIVED_DISCO],
-		  (unsigned long long)st.c[CTR_PACKETS_RECEIVED_OTHER]);
-	sb_printf(&b, "# TYPE derp_tcp_rtt counter\n");
+		  (unsigned long long)st->c[CTR_PACKETS_RECEIVED_DISCO],
+		  (unsigned long long)st->c[CTR_PACKETS_RECEIVED_OTHER]);
+	sb_printf(b, "# TYPE derp_tcp_rtt counter\n");
 	for (int i = 0; i < NRTT_BUCKETS; i++)
-		sb_printf(&b, "derp_tcp_rtt{le=\"%s\"} %llu\n", rtt_names[i],
-			  (unsigned long long)st.rtt[i]);
-	sb_printf(&b, "# TYPE derp_watchers gauge\nderp_watchers %lld\n", (long long)g.watchers);
-	for (int i = 0; i < nvarz_exts; i++) {
-		size_t cap = 16384;
-		char *ext = malloc(cap);
-		int n = ext ? varz_exts[i].fn(varz_exts[i].arg, ext, cap) : -1;
+		sb_printf(b, "derp_tcp_rtt{le=\"%s\"} %llu\n", rtt_bucket_names[i],
+			  (unsigned long long)st->rtt[i]);
+	varz_gauge(b, "derp_watchers", g->watchers);
+}
 
-		/* The sections report their full length, like snprintf. */
-		if (n >= (int)cap) {
-			char *bigger = realloc(ext, n + 1);
+char *web_varz(struct web *w, size_t *len)
+{
+	struct server_snapshot snap;
+	struct strbuf b = {0};
 
-			n = bigger ? varz_exts[i].fn(varz_exts[i].arg, bigger, n + 1) : -1;
-			ext = bigger ? bigger : ext;
-		}
-		if (n > 0)
-			sb_printf(&b, "%.*s", n, ext);
-		free(ext);
-	}
-	varz_state(s, &b);
+	server_stats_snapshot(w->srv, &snap);
+	varz_gauge(&b, "process_resident_memory_bytes", rss_bytes());
+	varz_gauge(&b, "process_open_fds", count_fds());
+	varz_derp(&b, &snap);
+	varz_exts(w, &b);
+	varz_peers(w, &b);
 	sb_printf(&b, "# TYPE uptime_sec counter\nuptime_sec %llu\n",
-		  (unsigned long long)((now_ns() - s->start_ns) / NSEC_PER_SEC));
+		  (unsigned long long)((now_ns() - w->srv->start_ns) / NSEC_PER_SEC));
 	if (b.oom) {
 		free(b.p);
 		return NULL;
@@ -410,9 +400,10 @@ char *web_varz(struct server *s, size_t *len)
 
 /* ---- routes ---- */
 
-static struct pkt *home_page(struct conn *c, const struct http_req *req, bool head)
+static struct pkt *home_page(struct web *w, const struct http_from *from,
+			     const struct http_req *req, bool head)
 {
-	const struct config *cfg = c->srv->cfg;
+	const struct config *cfg = w->cfg;
 	char body[2048];
 
 	if (cfg->home && strcmp(cfg->home, "blank") == 0)
@@ -434,7 +425,7 @@ static struct pkt *home_page(struct conn *c, const struct http_req *req, bool he
 		 "end-to-end encrypted traffic\n  for Tailscale clients.\n</p>\n"
 		 "<p>Status: %s</p>\n%s</body></html>\n",
 		 cfg->derp ? "enabled" : "disabled",
-		 debug_allowed(c, req) ? "<p><a href=\"/debug/\">Debug info</a></p>\n" : "");
+		 debug_allowed(w, from, req) ? "<p><a href=\"/debug/\">Debug info</a></p>\n" : "");
 	return response(200, "OK", "Content-Type: text/html; charset=utf-8\r\n" BROWSER_HEADERS,
 			body, strlen(body), head);
 }
@@ -454,29 +445,25 @@ static struct pkt *generate_204(const struct http_req *req)
 		char hdr[512];
 		int hl = snprintf(hdr, sizeof(hdr),
 				  "HTTP/1.1 204 No Content\r\n%sConnection: close\r\n\r\n", h);
-		struct pkt *p = pkt_new(hl, PKT_RAW);
-
-		if (p)
-			memcpy(p->data, hdr, hl);
-		return p;
+		return hl > 0 && hl < (int)sizeof(hdr) ? pkt_copy(hdr, (uint32_t)hl, PKT_RAW)
+						       : NULL;
 	}
 }
 
-static struct pkt *debug_route(struct conn *c, const struct http_req *req, bool head)
+static struct pkt *debug_route(struct web *w, const struct http_from *from,
+			       const struct http_req *req, bool head)
 {
-	struct server *s = c->srv;
+	struct server *s = w->srv;
 
-	if (!debug_allowed(c, req))
-		return web_simple_response(403, "Forbidden", "text/plain; charset=utf-8",
-					   "debug access denied\n");
+	if (!debug_allowed(w, from, req))
+		return text_response(403, "Forbidden", "debug access denied\n");
 	if (strcmp(req->path, "/debug/varz") == 0 || strcmp(req->path, "/debug/metrics") == 0) {
 		size_t len = 0;
-		char *v = web_varz(s, &len);
+		char *v = web_varz(w, &len);
 		struct pkt *p;
 
 		if (!v)
-			return web_simple_response(500, "Internal Server Error",
-						   "text/plain; charset=utf-8", "out of memory\n");
+			return text_response(500, "Internal Server Error", "out of memory\n");
 		p = response(200, "OK", "Content-Type: text/plain;version=0.0.4;charset=utf-8\r\n",
 			     v, len, head);
 		free(v);
@@ -487,13 +474,11 @@ static struct pkt *debug_route(struct conn *c, const struct http_req *req, bool 
 		bool on = strcmp(req->path, "/debug/drop-stun-on") == 0;
 
 		/* xdpderper's switch: drop STUN in XDP instead of answering. */
-		if (!drop_stun_fn || drop_stun_fn(drop_stun_arg, on) < 0)
-			return web_simple_response(503, "Service Unavailable",
-						   "text/plain; charset=utf-8",
-						   "XDP STUN is not attached\n");
+		if (!w->drop_stun_fn || w->drop_stun_fn(w->drop_stun_arg, on) < 0)
+			return text_response(503, "Service Unavailable",
+					     "XDP STUN is not attached\n");
 		log_info("debug: drop STUN %s", on ? "on" : "off");
-		return web_simple_response(200, "OK", "text/plain; charset=utf-8",
-					   on ? "STUN dropping on\n" : "STUN dropping off\n");
+		return text_response(200, "OK", on ? "STUN dropping on\n" : "STUN dropping off\n");
 	}
 	if (strcmp(req->path, "/debug/") == 0 || strcmp(req->path, "/debug") == 0) {
 		char body[1024];
@@ -504,18 +489,19 @@ static struct pkt *debug_route(struct conn *c, const struct http_req *req, bool 
 			 "<li>Mesh key: %s</li><li>Workers: %d</li></ul>"
 			 "<p><a href=\"/debug/varz\">/debug/varz</a></p></body></html>\n",
 			 (unsigned long long)((now_ns() - s->start_ns) / NSEC_PER_SEC),
-			 KDERP_VERSION, s->cfg->hostname, s->have_mesh_key ? "true" : "false",
+			 KDERP_VERSION, w->cfg->hostname, s->have_mesh_key ? "true" : "false",
 			 s->nworkers);
 		return response(200, "OK", "Content-Type: text/html; charset=utf-8\r\n", body,
 				strlen(body), head);
 	}
-	return web_simple_response(404, "Not Found", "text/plain; charset=utf-8",
-				   "404 page not found\n");
+	return text_response(404, "Not Found", "404 page not found\n");
 }
 
-enum web_result web_route(struct conn *c, const struct http_req *req, struct pkt **resp)
+enum http_route web_route(void *arg, const struct http_from *from, const struct http_req *req,
+			  struct pkt **resp)
 {
-	const struct config *cfg = c->srv->cfg;
+	struct web *w = arg;
+	const struct config *cfg = w->cfg;
 	bool get_or_head = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
 	bool head = strcmp(req->method, "HEAD") == 0;
 	const char *p = req->path;
@@ -523,62 +509,57 @@ enum web_result web_route(struct conn *c, const struct http_req *req, struct pkt
 	*resp = NULL;
 	if (strcmp(p, "/generate_204") == 0) {
 		*resp = generate_204(req);
-		return WEB_RESPONSE;
+		return HTTP_ROUTE_RESPONSE;
 	}
 	if (strncmp(p, "/debug", 6) == 0 && (p[6] == 0 || p[6] == '/')) {
-		*resp = debug_route(c, req, head);
-		return WEB_RESPONSE;
+		*resp = debug_route(w, from, req, head);
+		return HTTP_ROUTE_RESPONSE;
 	}
-	if (c->port80) {
+	if (from->port80) {
 		/* TLS mode's port 80: only the captive-portal check and redirects. */
 		char loc[2600];
 
 		if (!get_or_head) {
-			*resp = web_simple_response(400, "Bad Request", "text/plain; charset=utf-8",
-						    "Use HTTPS\n");
-			return WEB_RESPONSE;
+			*resp = text_response(400, "Bad Request", "Use HTTPS\n");
+			return HTTP_ROUTE_RESPONSE;
 		}
 		if (snprintf(loc, sizeof(loc), "Location: https://%.255s%.1023s%s%.1023s\r\n",
 			     req->host[0] ? req->host : cfg->hostname, p, req->query[0] ? "?" : "",
 			     req->query) < 0)
 			loc[0] = 0;
 		*resp = response(302, "Found", loc, "", 0, head);
-		return WEB_RESPONSE;
+		return HTTP_ROUTE_RESPONSE;
 	}
 	if (strcmp(p, "/derp/probe") == 0 || strcmp(p, "/derp/latency-check") == 0) {
 		if (get_or_head)
 			*resp = response(200, "OK", "Access-Control-Allow-Origin: *\r\n", "", 0,
 					 head);
 		else
-			*resp = web_simple_response(405, "Method Not Allowed",
-						    "text/plain; charset=utf-8",
-						    "bogus probe method\n");
-		return WEB_RESPONSE;
+			*resp = text_response(405, "Method Not Allowed", "bogus probe method\n");
+		return HTTP_ROUTE_RESPONSE;
 	}
 	if (strcmp(p, "/derp") == 0) {
 		if (!cfg->derp) {
-			*resp = web_simple_response(404, "Not Found", "text/plain; charset=utf-8",
-						    "derp server disabled\n");
-			return WEB_RESPONSE;
+			*resp = text_response(404, "Not Found", "derp server disabled\n");
+			return HTTP_ROUTE_RESPONSE;
 		}
 		if (strcasecmp(req->upgrade, "derp") == 0 ||
 		    strcasecmp(req->upgrade, "websocket") == 0) {
 			if (strcasecmp(req->upgrade, "websocket") == 0 &&
 			    strstr(req->ws_protocol, "derp")) {
 				/* DERP over WebSocket framing is not implemented yet. */
-				*resp = web_simple_response(
-					501, "Not Implemented", "text/plain; charset=utf-8",
-					"DERP over WebSocket is not supported\n");
-				return WEB_RESPONSE;
+				*resp = text_response(501, "Not Implemented",
+						      "DERP over WebSocket is not supported\n");
+				return HTTP_ROUTE_RESPONSE;
 			}
-			return WEB_UPGRADE;
+			return HTTP_ROUTE_UPGRADE;
 		}
 		if (req->upgrade[0])
 			log_info("conn %llu: weird upgrade header from %s, answering 426",
-				 (unsigned long long)c->id, c->addr_str);
-		*resp = web_simple_response(426, "Upgrade Required", "text/plain; charset=utf-8",
-					    "DERP requires connection upgrade\n");
-		return WEB_RESPONSE;
+				 (unsigned long long)from->conn_id, from->addr_str);
+		*resp = text_response(426, "Upgrade Required",
+				      "DERP requires connection upgrade\n");
+		return HTTP_ROUTE_RESPONSE;
 	}
 	if (strcmp(p, "/robots.txt") == 0) {
 		static const char body[] = "User-agent: *\nDisallow: /\n";
@@ -586,14 +567,14 @@ enum web_result web_route(struct conn *c, const struct http_req *req, struct pkt
 		*resp = response(200, "OK",
 				 "Content-Type: text/plain; charset=utf-8\r\n" BROWSER_HEADERS,
 				 body, sizeof(body) - 1, head);
-		return WEB_RESPONSE;
+		return HTTP_ROUTE_RESPONSE;
 	}
 	if (strcmp(p, "/bootstrap-dns") == 0) {
 		/* No names configured: derper answers an empty body. */
 		*resp = response(200, "OK", "Content-Type: application/json\r\n" BROWSER_HEADERS,
 				 "", 0, head);
-		return WEB_RESPONSE;
+		return HTTP_ROUTE_RESPONSE;
 	}
-	*resp = home_page(c, req, head);
-	return WEB_RESPONSE;
+	*resp = home_page(w, from, req, head);
+	return HTTP_ROUTE_RESPONSE;
 }

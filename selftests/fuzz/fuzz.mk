@@ -13,25 +13,39 @@
 FUZZ_CC ?= $(CLANG)
 FUZZ_TIME ?= 60
 FUZZ_OUT = $(OUTPUT)/fuzz
-FUZZ_CFLAGS = -O1 -g -std=gnu11 -D_GNU_SOURCE -Wall -Werror -Iinclude -Iuser \
+FUZZ_CFLAGS = -O1 -g -std=gnu11 -D_GNU_SOURCE -Wall -Werror -Iinclude -Iuser/lib \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	-fno-omit-frame-pointer
+	-fno-omit-frame-pointer -MMD -MP
 
-FUZZ_STUN_SRCS := selftests/fuzz/fuzz_stun.c user/stun.c user/util.c user/log.c
-FUZZ_DERP_SRCS := selftests/fuzz/fuzz_derp.c user/http.c user/derp.c user/util.c user/log.c
-FUZZ_BINS := $(FUZZ_OUT)/fuzz_stun $(FUZZ_OUT)/fuzz_derp
+# Each harness and the library sources it tests (the link line is the
+# dependency list); headers are tracked through the -MMD .d files.
+FUZZ_SRCS_stun := user/lib/stun_msg.c
+FUZZ_LIBS_stun := -lz
+FUZZ_SRCS_derp := user/lib/http.c user/lib/derp_handshake.c user/lib/derp_frame.c \
+	user/lib/util.c user/lib/log.c
+FUZZ_LIBS_derp := -lhttp_parser -ljansson -lsodium
+FUZZ_SRCS_frames := user/lib/derp_frame.c user/lib/util.c
+FUZZ_LIBS_frames :=
+FUZZ_NAMES := stun derp frames
+FUZZ_BINS := $(patsubst %,$(FUZZ_OUT)/fuzz_%,$(FUZZ_NAMES))
 
 TEST_BINS += $(FUZZ_BINS)
 
-$(FUZZ_OUT)/fuzz_stun: $(FUZZ_STUN_SRCS) user/stun.h user/log.h | $(OUTPUT)
-	$(call msg,FUZZ-CC,$@)
-	$(Q)mkdir -p $(@D)
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_STUN_SRCS) -o $@ -lz -pthread
+# Objects built with the fuzzer's flags, mirrored under $(FUZZ_OUT)/obj/.
+fuzz_objs = $(patsubst %.c,$(FUZZ_OUT)/obj/%.o,$(1))
+FUZZ_ALL_OBJS := $(call fuzz_objs,$(sort $(foreach n,$(FUZZ_NAMES),selftests/fuzz/fuzz_$(n).c \
+	$(FUZZ_SRCS_$(n)))))
 
-$(FUZZ_OUT)/fuzz_derp: $(FUZZ_DERP_SRCS) user/http.h user/derp.h | $(OUTPUT)
+$(FUZZ_OUT)/obj/%.o: %.c | $(OUTPUT)
 	$(call msg,FUZZ-CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_DERP_SRCS) -o $@ -lhttp_parser -ljansson -lsodium -pthread
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_OUT)/fuzz_%: $(FUZZ_OUT)/obj/selftests/fuzz/fuzz_%.o $$(call fuzz_objs,$$(FUZZ_SRCS_$$*))
+	$(call msg,FUZZ-LD,$@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $^ -o $@ $(FUZZ_LIBS_$*) -pthread
+
+-include $(FUZZ_ALL_OBJS:.o=.d)
 
 .PHONY: fuzz
 fuzz: $(FUZZ_BINS)

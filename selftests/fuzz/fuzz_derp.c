@@ -10,7 +10,7 @@
 
 #include <sodium.h>
 
-#include "derp.h"
+#include "derp_handshake.h"
 #include "http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -15,7 +15,7 @@
 
 #include <zlib.h>
 
-#include "stun.h"
+#include "stun_msg.h"
 
 static void check_round_trip(const uint8_t txid[KDERP_STUN_TXID_LEN], int family,
 			     const uint8_t *seed, size_t seed_len)

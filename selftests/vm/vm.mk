@@ -25,15 +25,15 @@ SELFTESTS += $(VM_BINS)
 $(OUTPUT)/vm/%.o: selftests/vm/%.c | $(OUTPUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -Wno-sign-compare -Iselftests -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Wno-sign-compare -Iselftests -Iuser/lib -c $< -o $@
 
-$(VM_BINS): $(OUTPUT)/vm/%: $(OUTPUT)/vm/%.o
+# OpenSSL for the kTLS cases, libbpf for the sockmap ones; ktls_badinput
+# drives kderpd with the C DERP client (user/lib/derpc).
+VM_LIBS := $(LIBDERPC_LIBS) $(LIBKDERP_LIBS) $(call pkg_libs,libbpf openssl) -lelf -lz
+
+$(VM_BINS): $(OUTPUT)/vm/%: $(OUTPUT)/vm/%.o $(LIBDERPC) $(LIBKDERP)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
-
-# ktls_badinput drives kderpd with the C DERP client (tools/derpc).
-$(OUTPUT)/vm/ktls_badinput.o: ALL_CFLAGS += -Itools
-$(OUTPUT)/vm/ktls_badinput: $(DERPC_OBJS)
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(VM_LIBS)
 
 -include $(VM_BINS:%=%.d)
 

@@ -32,7 +32,7 @@
 #include <jansson.h>
 
 #include "bench.h"
-#include "stun.h"
+#include "stun_msg.h"
 #include "kderp_bytes.h"
 
 #define BATCH 64

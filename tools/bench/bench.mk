@@ -9,28 +9,25 @@
 
 BENCH_SRCS := tools/bench/kderp-bench.c tools/bench/bench-link.c tools/bench/bench-stun.c
 BENCH_OBJS := $(patsubst tools/bench/%.c,$(OUTPUT)/bench/%.o,$(BENCH_SRCS))
-# the STUN mode builds and checks packets with kderpd's STUN message functions
-BENCH_LINK := $(BENCH_OBJS) $(DERPC_OBJS) $(OUTPUT)/user/stun.o $(OUTPUT)/user/log.o \
-	$(OUTPUT)/user/util.o
+# the STUN mode builds and checks packets with the library's STUN messages
+BENCH_LIBS := $(LIBDERPC_LIBS) $(LIBKDERP_LIBS) $(call pkg_libs,jansson) -lm
 CEILING_OBJS := $(OUTPUT)/bench/ceiling-relay.o
+CEILING_LIBS := $(call pkg_libs,libsodium)
 
-BINS += $(OUTPUT)/kderp-bench
-ifneq ($(wildcard tools/bench/ceiling-relay.c),)
-BINS += $(OUTPUT)/bench/ceiling-relay
-endif
+BINS += $(OUTPUT)/kderp-bench $(OUTPUT)/bench/ceiling-relay
 
 $(OUTPUT)/bench/%.o: tools/bench/%.c | $(OUTPUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -Itools -Itools/bench -Iuser -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Itools/bench -Iuser/lib -c $< -o $@
 
-$(OUTPUT)/kderp-bench: $(BENCH_LINK)
+$(OUTPUT)/kderp-bench: $(BENCH_OBJS) $(LIBDERPC) $(LIBKDERP)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(BENCH_LIBS)
 
 $(OUTPUT)/bench/ceiling-relay: $(CEILING_OBJS)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(CEILING_LIBS)
 
 # Go derper, pinned; built into the build directory, never installed.
 DERPER_VERSION ?= v1.90.6

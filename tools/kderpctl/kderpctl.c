@@ -31,23 +31,10 @@
 #include <jansson.h>
 
 #include "kderp_abi.h"
+#include "names.h"
+#include "util.h"
 
 #define DEFAULT_DIR "/sys/fs/bpf/kderp"
-
-static const char *const drop_names[] = {
-#define X(e, s) s,
-	KDERP_DROP_REASONS(X)
-#undef X
-};
-
-static const char *const counter_names[] = {
-#define X(e, n, h) n,
-	KDERP_COUNTERS(X)
-#undef X
-};
-
-static const char *const rtt_names[KDERP_NR_RTT_BUCKETS] = {
-	"10ms", "20ms", "50ms", "100ms", "150ms", "250ms", "500ms", "inf", "error"};
 
 struct state {
 	const char *dir;
@@ -62,30 +49,6 @@ static int obj_get(const struct state *st, const char *name)
 
 	snprintf(path, sizeof(path), "%s/%s", st->dir, name);
 	return bpf_obj_get(path);
-}
-
-static unsigned long long proc_start(pid_t pid)
-{
-	char path[64], buf[1024], *p;
-	unsigned long long v = 0;
-	FILE *f;
-	size_t n;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	p = strrchr(buf, ')');
-	if (!p ||
-	    sscanf(p + 1,
-		   " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
-		   "%*d %llu",
-		   &v) != 1)
-		return 0;
-	return v;
 }
 
 /* Open the pinned maps and check who wrote them. 0 or 1 (message printed). */
@@ -139,17 +102,6 @@ static int open_state(struct state *st)
 	return 0;
 }
 
-static void hex(char *out, const __u8 *in, size_t n)
-{
-	static const char d[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = d[in[i] >> 4];
-		out[2 * i + 1] = d[in[i] & 15];
-	}
-	out[2 * n] = 0;
-}
-
 static void addr_str(const struct kderp_peer_info *pi, char *out, size_t len)
 {
 	static const __u8 v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -162,13 +114,6 @@ static void addr_str(const struct kderp_peer_info *pi, char *out, size_t len)
 		inet_ntop(AF_INET6, pi->addr, ip, sizeof(ip));
 		snprintf(out, len, "[%s]:%u", ip, pi->port);
 	}
-}
-
-static const char *tls_name(unsigned m)
-{
-	static const char *const n[] = {"plain", "tls", "ktls-tx", "ktls-txrx"};
-
-	return m < 4 ? n[m] : "?";
 }
 
 static double age_s(const struct kderp_peer_info *pi)
@@ -233,10 +178,10 @@ static json_t *peer_json(const struct peer_row *r)
 	char k[65], a[64];
 	json_t *drops = json_object();
 
-	hex(k, r->key.key, 32);
+	hex_encode(k, r->key.key, 32);
 	addr_str(&r->info, a, sizeof(a));
 	for (int i = 0; i < KDERP_NR_DROP_REASONS; i++)
-		json_object_set_new(drops, drop_names[i],
+		json_object_set_new(drops, drop_reason_names[i],
 				    json_integer((json_int_t)r->ps.drops_reason[i]));
 	return json_pack("{s:s, s:s, s:f, s:I, s:i, s:b, s:b, s:b, s:b, s:s, s:i, s:I, s:I, s:I, "
 			 "s:I, s:I, s:o}",
@@ -245,7 +190,7 @@ static json_t *peer_json(const struct peer_row *r)
 			 !!(r->info.flags & KDERP_PEER_PREFERRED), "mesh",
 			 !!(r->info.flags & KDERP_PEER_MESH), "prober",
 			 !!(r->info.flags & KDERP_PEER_PROBER), "dup",
-			 !!(r->info.flags & KDERP_PEER_DUP), "tls", tls_name(r->info.tls_mode),
+			 !!(r->info.flags & KDERP_PEER_DUP), "tls", tls_mode_name(r->info.tls_mode),
 			 "conns", r->info.nr_conns, "packets_in", (json_int_t)r->ps.pkts_in,
 			 "bytes_in", (json_int_t)r->ps.bytes_in, "packets_out",
 			 (json_int_t)r->ps.pkts_out, "bytes_out", (json_int_t)r->ps.bytes_out,
@@ -267,7 +212,7 @@ static void peer_line(const struct peer_row *r)
 	char k[65], a[64], fl[8];
 	int n = 0;
 
-	hex(k, r->key.key, 32);
+	hex_encode(k, r->key.key, 32);
 	k[16] = 0;
 	addr_str(&r->info, a, sizeof(a));
 	if (r->info.flags & KDERP_PEER_PREFERRED)
@@ -282,9 +227,10 @@ static void peer_line(const struct peer_row *r)
 		fl[n++] = '-';
 	fl[n] = 0;
 	printf("%-16s  %-40s %8.0f  %-5s %-9s %10llu %12llu %10llu %12llu %8llu\n", k, a,
-	       age_s(&r->info), fl, tls_name(r->info.tls_mode), (unsigned long long)r->ps.pkts_in,
-	       (unsigned long long)r->ps.bytes_in, (unsigned long long)r->ps.pkts_out,
-	       (unsigned long long)r->ps.bytes_out, (unsigned long long)r->ps.drops);
+	       age_s(&r->info), fl, tls_mode_name(r->info.tls_mode),
+	       (unsigned long long)r->ps.pkts_in, (unsigned long long)r->ps.bytes_in,
+	       (unsigned long long)r->ps.pkts_out, (unsigned long long)r->ps.bytes_out,
+	       (unsigned long long)r->ps.drops);
 }
 
 static void peer_header(void)
@@ -347,7 +293,7 @@ static int find_key(struct state *st, const char *arg, struct kderp_peer_key *ou
 	if (!rows)
 		return 1;
 	for (size_t i = 0; i < n; i++) {
-		hex(k, rows[i].key.key, 32);
+		hex_encode(k, rows[i].key.key, 32);
 		if (strncasecmp(k, arg, len) == 0) {
 			*out = rows[i].key;
 			found++;
@@ -374,7 +320,7 @@ static int cmd_peer(struct state *st, int argc, char **argv)
 	if (e)
 		return e;
 	if (bpf_map_lookup_elem(st->peers_fd, &r.key, &r.info)) {
-		hex(k, r.key.key, 32);
+		hex_encode(k, r.key.key, 32);
 		fprintf(stderr, "kderpctl: %.16s... is not connected\n", k);
 		return 1;
 	}
@@ -386,7 +332,7 @@ static int cmd_peer(struct state *st, int argc, char **argv)
 	{
 		char a[64];
 
-		hex(k, r.key.key, 32);
+		hex_encode(k, r.key.key, 32);
 		addr_str(&r.info, a, sizeof(a));
 		printf("key        %s\naddr       %s\nage        %.0f s\nconn       %llu (worker "
 		       "%u, %u connection%s)\n",
@@ -397,7 +343,7 @@ static int cmd_peer(struct state *st, int argc, char **argv)
 		       r.info.flags & KDERP_PEER_MESH ? "mesh " : "",
 		       r.info.flags & KDERP_PEER_PROBER ? "prober " : "",
 		       r.info.flags & KDERP_PEER_DUP ? "duplicate " : "",
-		       tls_name(r.info.tls_mode));
+		       tls_mode_name(r.info.tls_mode));
 		printf("in         %llu packets, %llu bytes\nout        %llu packets, %llu bytes\n"
 		       "drops      %llu\n",
 		       (unsigned long long)r.ps.pkts_in, (unsigned long long)r.ps.bytes_in,
@@ -405,7 +351,7 @@ static int cmd_peer(struct state *st, int argc, char **argv)
 		       (unsigned long long)r.ps.drops);
 		for (int i = 0; i < KDERP_NR_DROP_REASONS; i++)
 			if (r.ps.drops_reason[i])
-				printf("  %-20s %llu\n", drop_names[i],
+				printf("  %-20s %llu\n", drop_reason_names[i],
 				       (unsigned long long)r.ps.drops_reason[i]);
 	}
 	return 0;
@@ -443,20 +389,22 @@ static int cmd_stats(struct state *st, int argc, char **argv)
 		json_object_set_new(j, "pid", json_integer(st->meta.owner_pid));
 		json_object_set_new(j, "workers", json_integer(st->meta.nr_workers));
 		for (unsigned i = 0; i < nc; i++)
-			json_object_set_new(c, counter_names[i],
+			json_object_set_new(c, counter_descs[i].name,
 					    json_integer((json_int_t)sum.c[i]));
 		json_object_set_new(j, "counters", c);
 		for (int i = 0; i < KDERP_NR_DROP_REASONS; i++)
 			for (int k = 0; k < 2; k++)
-				json_array_append_new(
-					d,
-					json_pack("{s:s, s:s, s:I, s:I}", "reason", drop_names[i],
-						  "kind", k ? "other" : "disco", "packets",
-						  (json_int_t)sum.drop_pkts[i][k], "bytes",
-						  (json_int_t)sum.drop_bytes[i][k]));
+				json_array_append_new(d,
+						      json_pack("{s:s, s:s, s:I, s:I}", "reason",
+								drop_reason_names[i], "kind",
+								k ? "other" : "disco", "packets",
+								(json_int_t)sum.drop_pkts[i][k],
+								"bytes",
+								(json_int_t)sum.drop_bytes[i][k]));
 		json_object_set_new(j, "drops", d);
 		for (int i = 0; i < KDERP_NR_RTT_BUCKETS; i++)
-			json_object_set_new(r, rtt_names[i], json_integer((json_int_t)sum.rtt[i]));
+			json_object_set_new(r, rtt_bucket_names[i],
+					    json_integer((json_int_t)sum.rtt[i]));
 		json_object_set_new(j, "tcp_rtt", r);
 		json_object_set_new(j, "closed_conns",
 				    json_pack("{s:I, s:I, s:I, s:I}", "packets_in",
@@ -469,18 +417,18 @@ static int cmd_stats(struct state *st, int argc, char **argv)
 	}
 	printf("kderpd pid %u, %u workers\n", st->meta.owner_pid, st->meta.nr_workers);
 	for (unsigned i = 0; i < nc; i++)
-		printf("%-32s %llu\n", counter_names[i], (unsigned long long)sum.c[i]);
+		printf("%-32s %llu\n", counter_descs[i].name, (unsigned long long)sum.c[i]);
 	for (int i = 0; i < KDERP_NR_DROP_REASONS; i++)
 		for (int k = 0; k < 2; k++)
 			if (sum.drop_pkts[i][k])
 				printf("dropped{%s,%s}%*s %llu packets, %llu bytes\n",
-				       drop_names[i], k ? "other" : "disco",
-				       (int)(20 - strlen(drop_names[i]) - (k ? 5 : 5)), "",
+				       drop_reason_names[i], k ? "other" : "disco",
+				       (int)(20 - strlen(drop_reason_names[i]) - (k ? 5 : 5)), "",
 				       (unsigned long long)sum.drop_pkts[i][k],
 				       (unsigned long long)sum.drop_bytes[i][k]);
 	for (int i = 0; i < KDERP_NR_RTT_BUCKETS; i++)
-		printf("tcp_rtt{le=%s}%*s %llu\n", rtt_names[i], (int)(23 - strlen(rtt_names[i])),
-		       "", (unsigned long long)sum.rtt[i]);
+		printf("tcp_rtt{le=%s}%*s %llu\n", rtt_bucket_names[i],
+		       (int)(23 - strlen(rtt_bucket_names[i])), "", (unsigned long long)sum.rtt[i]);
 	printf("closed connections: in %llu packets %llu bytes, out %llu packets %llu bytes\n",
 	       (unsigned long long)closed.pkts_in, (unsigned long long)closed.bytes_in,
 	       (unsigned long long)closed.pkts_out, (unsigned long long)closed.bytes_out);
@@ -517,7 +465,7 @@ static int cmd_close_peer(struct state *st, int argc, char **argv)
 			close(fd);
 		return 1;
 	}
-	hex(k, key.key, 32);
+	hex_encode(k, key.key, 32);
 	snprintf(req, sizeof(req), "close-peer %s\n", k);
 	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
 		fprintf(stderr, "kderpctl: control socket: %s\n", strerror(errno));

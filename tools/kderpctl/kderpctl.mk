@@ -6,8 +6,15 @@ KDERPCTL_OBJS := $(OUTPUT)/tools/kderpctl/kderpctl.o
 
 BINS += $(OUTPUT)/kderpctl
 
-$(OUTPUT)/kderpctl: $(KDERPCTL_OBJS)
+KDERPCTL_LIBS := $(call pkg_libs,libbpf jansson) -lelf -lz
+
+$(OUTPUT)/tools/kderpctl/%.o: tools/kderpctl/%.c | $(OUTPUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iuser/lib -c $< -o $@
+
+$(OUTPUT)/kderpctl: $(KDERPCTL_OBJS) $(LIBKDERP)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(KDERPCTL_LIBS)
 
 -include $(KDERPCTL_OBJS:.o=.d)

@@ -33,6 +33,12 @@ int split_host_port(const char *in, char *host, size_t hostlen, char *port, size
 /* "ip:port" / "[ip]:port" of a sockaddr. */
 void sockaddr_str(const struct sockaddr *sa, char *out, size_t len);
 
+/*
+ * A socket address as 16 bytes (IPv4 as ::ffff:a.b.c.d) and a port in host
+ * order; all zero for other families. *port may be NULL.
+ */
+void sockaddr_to_mapped16(const struct sockaddr_storage *ss, uint8_t out[16], uint16_t *port);
+
 /* snprintf at *off that keeps counting after truncation (*off ends at the
  * full length, as snprintf's return value would). */
 void appendf(char *buf, size_t len, size_t *off, const char *fmt, ...)

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * xdp.c - load kern/stun_xdp.bpf.c, attach it with BPF links (so it goes
- * away with the process), keep it attached while interfaces come and go,
- * and export its counters. The only user file that includes a skeleton.
+ * stun_xdp.c - load kern/stun_xdp.bpf.c, attach it with BPF links (so it
+ * goes away with the process), keep it attached while interfaces come and
+ * go, and export its counters. The only user file that includes its
+ * skeleton (state.c has the other one).
  *
  * Interfaces are (re)conciled by one thread: on every rtnetlink link or
  * address event, and every few seconds as a safety net, each wanted
@@ -36,7 +37,7 @@
 
 #include "log.h"
 #include "util.h"
-#include "xdp.h"
+#include "stun_xdp.h"
 
 #define XDP_MAX_IFACES 32
 #define XDP_RECHECK_MS 5000
@@ -127,19 +128,6 @@ static int write_config(struct kderp_xdp *x, bool drop)
 	return 0;
 }
 
-/* libbpf's own messages (verifier logs included) only show with --verbose. */
-static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	char text[4096], *save = NULL, *line;
-
-	if (level == LIBBPF_DEBUG || log_level < LOG_LVL_DEBUG)
-		return 0;
-	vsnprintf(text, sizeof(text), fmt, ap);
-	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-		log_debug("xdp: libbpf: %s", line);
-	return 0;
-}
-
 struct kderp_xdp *kderp_xdp_load(int port)
 {
 	struct bpf_prog_info info;
@@ -158,7 +146,6 @@ struct kderp_xdp *kderp_xdp_load(int port)
 	x->stop_fd = -1;
 	pthread_mutex_init(&x->lock, NULL);
 
-	libbpf_set_print(libbpf_print);
 	x->skel = stun_xdp_bpf__open_and_load();
 	if (!x->skel) {
 		ret = errno ? -errno : -EINVAL;

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * xdp.h - the XDP STUN responder (kern/stun_xdp.bpf.c): load, attach to
- * interfaces, keep it attached as interfaces come and go, read its counters.
- * user/xdp.c is the only user file that knows about BPF skeletons.
+ * stun_xdp.h - the XDP STUN responder (the user side of
+ * kern/stun_xdp.bpf.c): load, attach to interfaces, keep it attached as
+ * interfaces come and go, read its counters. stun_xdp.c is the only user
+ * file that includes stun_xdp.skel.h.
  */
-#ifndef KDERP_XDP_H
-#define KDERP_XDP_H
+#ifndef KDERP_STUN_XDP_H
+#define KDERP_STUN_XDP_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,4 +60,4 @@ const char *kderp_xdp_af_name(unsigned int af);
 const char *kderp_xdp_outcome_name(unsigned int outcome);
 const char *kderp_xdp_end_name(unsigned int end);
 
-#endif /* KDERP_XDP_H */
+#endif /* KDERP_STUN_XDP_H */

@@ -187,6 +187,28 @@ void sockaddr_str(const struct sockaddr *sa, char *out, size_t len)
 	}
 }
 
+void sockaddr_to_mapped16(const struct sockaddr_storage *ss, uint8_t out[16], uint16_t *port)
+{
+	uint16_t pt = 0;
+
+	memset(out, 0, 16);
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+
+		out[10] = 0xff;
+		out[11] = 0xff;
+		memcpy(out + 12, &sin->sin_addr, 4);
+		pt = ntohs(sin->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+
+		memcpy(out, &sin6->sin6_addr, 16);
+		pt = ntohs(sin6->sin6_port);
+	}
+	if (port)
+		*port = pt;
+}
+
 char *read_file(const char *path, size_t max, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);

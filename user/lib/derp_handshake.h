@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* derp.h - DERP handshake crypto and messages (pure functions, fuzzable). */
-#ifndef KDERP_DERP_H
-#define KDERP_DERP_H
+/*
+ * derp_handshake.h - the DERP handshake: ClientInfo opening and JSON,
+ * ServerInfo sealing, the server key file and the mesh key (pure functions,
+ * fuzzed by selftests/fuzz/fuzz_derp.c). Frames are in derp_frame.h.
+ */
+#ifndef KDERP_DERP_HANDSHAKE_H
+#define KDERP_DERP_HANDSHAKE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "derp_wire.h"
-#include "kderp_bytes.h"
 
 struct client_info {
 	uint8_t key[DERP_KEY_LEN];
@@ -48,16 +51,6 @@ int derp_seal_server_info(const uint8_t server_priv[32], const uint8_t client_pu
 /* The same with the shared key from derp_open_client_info. */
 int derp_seal_server_info_afternm(const uint8_t shared[32], uint8_t *out)
 	__attribute__((warn_unused_result));
-
-/* The ServerKey frame: 5 + 8 + 32 = 45 bytes. */
-#define DERP_SERVER_KEY_FRAME_LEN (DERP_FRAME_HDR_LEN + DERP_MAGIC_LEN + DERP_KEY_LEN)
-void derp_server_key_frame(const uint8_t server_pub[32], uint8_t *out);
-
-/* Does the payload look like a disco packet? */
-static inline bool derp_is_disco(const uint8_t *p, size_t len)
-{
-	return len >= DERP_DISCO_MIN_LEN && __builtin_memcmp(p, DERP_DISCO_MAGIC, 6) == 0;
-}
 
 /* Server key file: derper's JSON {"PrivateKey":"privkey:<hex>"}. Created
  * atomically with mode 0600 when absent. */

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* http.h - the HTTP/1.1 side of kderpd: request parsing and routing. */
+/*
+ * http.h - the HTTP/1.1 side of kderpd: request heads (parsed with
+ * http_parser) and the response heads kderpd writes. Routing is web.c's.
+ */
 #ifndef KDERP_HTTP_H
 #define KDERP_HTTP_H
 
@@ -34,5 +37,20 @@ int http_parse_request(const uint8_t *head, size_t len, struct http_req *req);
 
 /* Is the /generate_204 challenge acceptable (non-empty, <= 64, [A-Za-z0-9._:-])? */
 bool http_challenge_ok(const char *c);
+
+/*
+ * A response head: status line, the extra header lines (each ending in
+ * CRLF, may be ""), Content-Length: body_len, Connection: close, blank line.
+ * Returns its length like snprintf (>= cap: truncated).
+ */
+int http_format_head(char *out, size_t cap, int status, const char *reason, const char *headers,
+		     size_t body_len);
+
+/* A whole response with a text/plain body. Returns its length like snprintf. */
+int http_format_text(char *out, size_t cap, int status, const char *reason, const char *body);
+
+/* DERP's 101 Switching Protocols, naming the protocol version and the
+ * server's public key (64 hex digits). Returns its length like snprintf. */
+int http_format_upgrade(char *out, size_t cap, int derp_version, const char *pub_hex);
 
 #endif

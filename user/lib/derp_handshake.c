@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* derp.c - ClientInfo/ServerInfo crypto and JSON, key files. */
+/* derp_handshake.c - ClientInfo/ServerInfo crypto and JSON, key files. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,17 +13,10 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "derp.h"
+#include "derp_frame.h"
+#include "derp_handshake.h"
 #include "log.h"
 #include "util.h"
-
-void derp_server_key_frame(const uint8_t server_pub[32], uint8_t *out)
-{
-	out[0] = DERP_FRAME_SERVER_KEY;
-	put_be32(out + 1, DERP_MAGIC_LEN + DERP_KEY_LEN);
-	memcpy(out + 5, DERP_MAGIC, DERP_MAGIC_LEN);
-	memcpy(out + 5 + DERP_MAGIC_LEN, server_pub, DERP_KEY_LEN);
-}
 
 int derp_parse_mesh_key(const char *text, uint8_t key[32])
 {
@@ -157,8 +150,7 @@ int derp_seal_server_info_afternm(const uint8_t shared[32], uint8_t *out)
 	const size_t jl = sizeof(DERP_SERVER_INFO_JSON) - 1;
 	uint8_t *nonce = out + DERP_FRAME_HDR_LEN;
 
-	out[0] = DERP_FRAME_SERVER_INFO;
-	put_be32(out + 1, DERP_NONCE_LEN + DERP_BOX_OVERHEAD + jl);
+	derp_frame_put_header(out, DERP_FRAME_SERVER_INFO, DERP_NONCE_LEN + DERP_BOX_OVERHEAD + jl);
 	randombytes_buf(nonce, DERP_NONCE_LEN);
 	if (crypto_box_easy_afternm(nonce + DERP_NONCE_LEN, (const uint8_t *)DERP_SERVER_INFO_JSON,
 				    jl, nonce, shared) != 0)

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* http.c - request heads parsed with the http_parser library. */
+/* http.c - request heads parsed with the http_parser library; response heads. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -176,4 +176,32 @@ bool http_challenge_ok(const char *c)
 			return false;
 	}
 	return true;
+}
+
+int http_format_head(char *out, size_t cap, int status, const char *reason, const char *headers,
+		     size_t body_len)
+{
+	return snprintf(out, cap,
+			"HTTP/1.1 %d %s\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+			status, reason, headers, body_len);
+}
+
+int http_format_text(char *out, size_t cap, int status, const char *reason, const char *body)
+{
+	return snprintf(out, cap,
+			"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+			"X-Content-Type-Options: nosniff\r\nContent-Length: %zu\r\n"
+			"Connection: close\r\n\r\n%s",
+			status, reason, strlen(body), body);
+}
+
+int http_format_upgrade(char *out, size_t cap, int derp_version, const char *pub_hex)
+{
+	return snprintf(out, cap,
+			"HTTP/1.1 101 Switching Protocols\r\n"
+			"Upgrade: DERP\r\n"
+			"Connection: Upgrade\r\n"
+			"Derp-Version: %d\r\n"
+			"Derp-Public-Key: %s\r\n\r\n",
+			derp_version, pub_hex);
 }

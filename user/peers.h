@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * peers.h - the peer table (key -> struct peer) and derper's registration
+ * rules: duplicate keys (newest connection active, last writer wins),
+ * watchers and PeerPresent/PeerGone, gauges, and the state-plane hooks of a
+ * connection's life. Engine only.
+ */
+#ifndef KDERP_PEERS_H
+#define KDERP_PEERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "derp_wire.h"
+
+struct conn;
+struct peer;
+struct server;
+struct worker;
+
+/* Caller holds the table lock (read or write). */
+struct peer *peers_lookup(struct server *s, const uint8_t key[DERP_KEY_LEN]);
+
+/* A worker's batch of frames holds the read lock across lookups. */
+void peers_batch_lock(struct worker *w);
+void peers_batch_unlock(struct worker *w);
+
+/* After ServerInfo is queued: make c's key reachable. 0 or -ENOMEM. */
+int peers_register(struct server *s, struct conn *c);
+/*
+ * Remove c. Returns true if it was the key's last connection; then
+ * PeerGone goes to the watchers here and, through peers_notify_gone, to
+ * former correspondents.
+ */
+bool peers_unregister(struct server *s, struct conn *c);
+/* Any frame from a duplicate makes it the active one (lastWriterIsActive). */
+void peers_note_activity(struct server *s, struct conn *c);
+/* WatchConns: PeerPresent for every current key, then enrol. */
+void peers_add_watcher(struct server *s, struct conn *c);
+/* NotePreferred. */
+void peers_set_preferred(struct server *s, struct conn *c, bool pref);
+/* PeerGone(disconnected) to everyone c sent to, unless c's key came back. */
+void peers_notify_gone(struct server *s, struct conn *c);
+/* ClosePeer (mesh) and kderpctl close-peer: mark every connection of key
+ * and wake its owner. Returns how many. from: calling worker or NULL. */
+int peers_request_close(struct server *s, struct worker *from, const uint8_t key[DERP_KEY_LEN]);
+
+/* The state plane (server_hooks): a counter slot and the key's record. */
+void peers_state_open(struct conn *c);
+void peers_state_changed(struct conn *c);
+void peers_state_close(struct conn *c);
+
+#endif /* KDERP_PEERS_H */
