@@ -98,13 +98,18 @@ C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]
 format:
 	$(Q)clang-format -i $(C_SOURCES)
 
+# harness.h's ASSERT_*/EXPECT_* hide a call's side effects from cppcheck (a
+# statement expression in a for-init): what a call inside one fills in looks
+# uninitialised or NULL afterwards. False positives only, so off in selftests/.
+CPPCHECK_ST := $(foreach id,uninitvar ctuuninitvar nullPointer,'--suppress=$(id):selftests/*')
+
 check: deps
 	$(call msg,FORMAT,check)
 	$(Q)clang-format --dry-run --Werror $(C_SOURCES)
-	$(call msg,CPPCHECK,user tools)
+	$(call msg,CPPCHECK,user tools selftests)
 	$(Q)cppcheck --quiet --error-exitcode=1 --inline-suppr --std=c11 \
 		--enable=warning,portability --suppress=missingIncludeSystem --suppress=unknownMacro \
-		-Iinclude user tools
+		$(CPPCHECK_ST) -Iinclude user tools selftests
 	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS)
 
 help:
