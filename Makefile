@@ -5,7 +5,7 @@
 #   make            build everything into $(OUTPUT)
 #   make run        install what is missing, build, start kderpd on 127.0.0.1:3340
 #   make test       install what is missing, build, run every selftest (KTAP)
-#   make check      clang-format check, cppcheck, -Werror build
+#   make check      clang-format check, cppcheck, layer rules, -Werror build
 #   make SAN=1 test the same tests under ASan + UBSan
 #   make fuzz       libFuzzer on the network parsers (FUZZ_TIME=60 s each)
 #   make bench      kderpd against Go derper, writes Documentation/performance.md
@@ -110,6 +110,8 @@ check: deps
 	$(Q)cppcheck --quiet --error-exitcode=1 --inline-suppr --std=c11 \
 		--enable=warning,portability --suppress=missingIncludeSystem --suppress=unknownMacro \
 		$(CPPCHECK_ST) -Iinclude user tools selftests
+	$(call msg,LAYERS,user)
+	$(Q)tools/check-layers.sh
 	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS)
 
 help:
