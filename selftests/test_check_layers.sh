@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# test_check_layers.sh - tools/check-layers.sh catches what it should.
+#
+# A small fixture tree (modules named as in the script's layer table) keeps
+# every rule; each variant breaks exactly one, and the checker must fail with
+# exactly one problem naming it. --graph prints the fixture's graph, also for
+# a broken tree, and works on this repository.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+. selftests/lib.sh
+
+chk=$PWD/tools/check-layers.sh
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+put() { # put FILE LINE...: write FILE (under $tmp/base) with one line each
+	local f=$tmp/base/$1
+	shift
+	mkdir -p "$(dirname "$f")"
+	printf '%s\n' "$@" >"$f"
+}
+put include/abi.h '/* include/, not a module */'
+put kern/state.bpf.c '/* state.skel.h comes from here */'
+put user/lib/util.h '#include "abi.h"'
+put user/lib/util.c '#include "util.h"' '#include <stdio.h>'
+put user/conn.h '#include "util.h"'
+put user/conn.c '#include "conn.h"'
+put user/worker.h '/* L1 */'
+put user/worker.c '#include "worker.h"' '#include "conn.h"'
+put user/tls.h '/* L1 */'
+put user/tls.c '#include "tls.h"' '#include <openssl/ssl.h>'
+put user/peers.h '#include "conn.h"'
+put user/peers.c '#include "peers.h"' '#include "worker.h"' '#include "lib/util.h"'
+put user/state.h '/* L3 */'
+put user/state.c '#include "state.h"' '#include "peers.h"' '#include "state.skel.h"'
+put user/web.h '/* L3 */'
+put user/web.c '#include "web.h"' '#include "tls.h"' '#include "state.h"'
+put user/main.c '#include "web.h"' '#include "state.h"' '#include "abi.h"'
+put tools/t.c '#include <openssl/ssl.h>' '#include "../user/conn.h"'
+put selftests/test_foo.c '#include <openssl/ssl.h>' '#include "state.skel.h"'
+put selftests/test_bar.sh '#!/bin/sh'
+# shellcheck disable=SC2016 # backquotes, as in the real table
+put Documentation/testing.md '| `test_foo`, `test_bar.sh` | the fixture |'
+
+variant() { # variant NAME FILE LINE: base plus LINE appended to FILE
+	cp -r "$tmp/base" "$tmp/$1"
+	mkdir -p "$(dirname "$tmp/$1/$2")"
+	echo "$3" >>"$tmp/$1/$2"
+}
+variant cycle user/conn.c '#include "worker.h"'
+variant layer_up user/lib/util.c '#include "tls.h"'
+variant not_in_table user/extra.c '#include "conn.h"'
+variant openssl user/peers.h '#include <openssl/evp.h>'
+variant skel_elsewhere user/web.c '#include "state.skel.h"'
+variant private_hdr user/web.c '#include "conn.h"'
+variant undocumented selftests/test_baz.sh '#!/bin/sh'
+variant doc_prefix selftests/test_fo.c '/* test_foo is named, not test_fo */'
+variant doc_c_vs_sh selftests/test_bar.c '/* test_bar.sh is named, not test_bar */'
+
+ktap_header 12
+
+expect_fail() { # expect_fail NAME TEXT: one problem, mentioning TEXT
+	local out rc
+	out=$("$chk" "$tmp/$1" 2>&1)
+	rc=$?
+	if [ "$rc" -eq 1 ] && grep -qF -- "$2" <<<"$out" &&
+		grep -qx 'check-layers: 1 problem(s).*' <<<"$out"; then
+		ktap_pass "$1"
+	else
+		printf '%s\n' "$out" | sed 's/^/# /'
+		ktap_fail "$1" "exit $rc, wanted 1 and one problem with: $2"
+	fi
+}
+
+out=$("$chk" "$tmp/base" 2>&1)
+rc=$?
+[ "$rc" -eq 0 ] || printf '%s\n' "$out" | sed 's/^/# /'
+ktap_check base_passes [ "$rc" -eq 0 ]
+
+expect_fail cycle 'include cycle among user/conn user/worker: user/conn.c:2 -> user/worker; user/worker.c:2 -> user/conn'
+expect_fail layer_up 'user/lib/util.c:3: user/lib/util (L0) includes user/tls (L1), a higher layer'
+expect_fail not_in_table 'user/extra (user/extra.c): not in the layer table; add it to the layer table in tools/check-layers.sh'
+expect_fail openssl 'user/peers.h:2: includes <openssl/evp.h>; only user/tls.c may include OpenSSL'
+expect_fail skel_elsewhere 'user/web.c:4: includes state.skel.h; only user/state.c (named after kern/state.bpf.c) may'
+expect_fail private_hdr 'user/web.c:4: user/web (L3) includes user/conn.h; only layers 1,2 may'
+expect_fail undocumented 'selftests/test_baz.sh: not named in Documentation/testing.md'
+expect_fail doc_prefix 'selftests/test_fo.c: not named in Documentation/testing.md'
+expect_fail doc_c_vs_sh 'selftests/test_bar.c: not named in Documentation/testing.md'
+
+# --graph checks nothing: it prints the cycle variant's graph and exits 0.
+want='user/conn [L1] -> user/lib/util user/worker
+user/lib/util [L0] ->
+user/main [L4] -> user/state user/web
+user/peers [L2] -> user/conn user/lib/util user/worker
+user/state [L3] -> user/peers
+user/tls [L1] ->
+user/web [L3] -> user/state user/tls
+user/worker [L1] -> user/conn'
+got=$("$chk" --graph "$tmp/cycle" 2>&1)
+rc=$?
+[ "$got" = "$want" ] || diff <(echo "$want") <(echo "$got") | sed 's/^/# /'
+ktap_check graph_of_fixture test "$rc" -eq 0 -a "$got" = "$want"
+
+got=$("$chk" --graph 2>&1)
+rc=$?
+ktap_check graph_of_this_tree test "$rc" -eq 0 -a -n "$(grep '^user/main \[L4\] -> ' <<<"$got")"
+ktap_finish
