@@ -12,7 +12,9 @@
 #  1. the module include graph has no cycle;
 #  2. no module includes one of a higher layer (LAYERS; user/lib/ is L0) and
 #     every module of user/ is in LAYERS;
-#  3. under user/: <openssl/...> only in user/tls.c, X.skel.h only in user/X.c
+#  3. under user/: <openssl/...> only in OPENSSL (kderpd's is user/tls.c;
+#     the C client user/lib/derpc, never linked into kderpd, has its own),
+#     X.skel.h only in user/X.c
 #     (named after kern/X.bpf.c), PRIVATE headers only from the layers given;
 #  4. each selftests/test_*.c (without .c) and test_*.sh is named in
 #     Documentation/testing.md.
@@ -26,6 +28,8 @@ LAYERS='
 3 user/web user/state user/ctl user/stun user/stun_xdp
 4 user/main
 '
+# The files that may include OpenSSL.
+OPENSSL='user/tls.c user/lib/derpc.c user/lib/derpc.h'
 # Modules whose headers only these layers may include: module:layer,layer.
 PRIVATE='user/conn:1,2 user/worker:1,2'
 
@@ -68,8 +72,8 @@ resolve() { # resolve FILE HEADER: print the module HEADER is, if any
 # Every #include of every C file under user/: FILE:LINE:<h> or FILE:LINE:"h".
 while IFS=: read -r f ln inc; do
 	h=${inc:1:${#inc}-2}
-	if [[ $h == openssl/* && $f != user/tls.c ]]; then
-		err "$f:$ln: includes <$h>; only user/tls.c may include OpenSSL"
+	if [[ $h == openssl/* && " $OPENSSL " != *" $f "* ]]; then
+		err "$f:$ln: includes <$h>; only $OPENSSL may include OpenSSL"
 	fi
 	if [[ $h == *.skel.h ]]; then
 		x=$(basename "$h" .skel.h)
