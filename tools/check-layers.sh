@@ -31,7 +31,8 @@ LAYERS='
 # The files that may include OpenSSL.
 OPENSSL='user/tls.c user/lib/derpc.c user/lib/derpc.h'
 # Modules whose headers only these layers may include: module:layer,layer.
-PRIVATE='user/conn:1,2 user/worker:1,2'
+# Edges (L3) reach the engine only through server.h, never its L2 headers.
+PRIVATE='user/conn:1,2 user/worker:1,2 user/peers:2 user/queue:2 user/conn_io:2 user/relay:2 user/handshake:2'
 
 graph=0
 root=$(dirname "$0")/..

@@ -62,6 +62,7 @@ struct conn {
 	bool is_dup;
 	bool pong_queued; /* at most one pong pending, as derper */
 	bool paused; /* stopped parsing until a busy destination drains */
+	bool state_dirty; /* the state plane's record is stale: republish on the tick */
 	uint64_t created_ns;
 	uint64_t deadline_ns; /* setup deadline, 0 once running */
 	uint64_t blocked_since; /* write blocked with data pending, 0 if not */
@@ -75,6 +76,7 @@ struct conn {
 	uint8_t *carry; /* bytes of an incomplete frame or request */
 	uint32_t carry_len;
 	uint64_t skip; /* bytes of an ignored frame still to discard */
+	uint32_t read_cap; /* bytes per read: about RELAY_FRAME_BUDGET frames (0: the most) */
 	struct http_req *req;
 
 	/* Identity. */

@@ -32,6 +32,7 @@
 #include "handshake.h"
 #include "log.h"
 #include "names.h"
+#include "peers.h"
 #include "pkt.h"
 #include "queue.h"
 #include "relay.h"
@@ -66,6 +67,8 @@ static size_t read_room(const struct conn *c, size_t have)
 
 	if (room > READ_BUDGET)
 		room = READ_BUDGET;
+	if (c->read_cap && room > c->read_cap)
+		room = c->read_cap;
 	if (c->state == CS_HTTP && have + room > HTTP_MAX_HEADER)
 		room = HTTP_MAX_HEADER + 1 > have ? HTTP_MAX_HEADER + 1 - have : 1;
 	return room;
@@ -149,6 +152,10 @@ static void conn_tick(struct conn *c)
 	}
 	if (w->now >= c->next_rtt)
 		sample_rtt(c);
+	if (c->state_dirty) {
+		c->state_dirty = false;
+		peers_state_changed(c);
+	}
 }
 
 static void loop_tick(struct worker *w)

@@ -235,18 +235,20 @@ int peers_register(struct server *s, struct conn *c)
 	return 0;
 }
 
-void peers_note_activity(struct server *s, struct conn *c)
+/*
+ * No table lock: c is registered and only its owner (this thread) can
+ * unregister it, so p outlives this call. A concurrent unregistration of
+ * another connection of the key may pick another active one; either is a
+ * registered connection of the key, as derper's last-writer rule allows.
+ */
+void peers_note_activity(struct conn *c)
 {
 	struct peer *p = c->peer;
 
-	if (!p || atomic_load_explicit(&p->active, memory_order_relaxed) == c)
+	if (!p || !c->registered || atomic_load_explicit(&p->active, memory_order_relaxed) == c)
 		return;
-	pthread_rwlock_wrlock(&s->lock);
-	if (c->registered) {
-		p->last = c;
-		atomic_store(&p->active, c);
-	}
-	pthread_rwlock_unlock(&s->lock);
+	__atomic_store_n(&p->last, c, __ATOMIC_RELAXED);
+	atomic_store(&p->active, c);
 }
 
 /* Under the write lock: take c out of its key's record; true if it was the last. */
@@ -306,7 +308,7 @@ bool peers_unregister(struct server *s, struct conn *c)
 			peer_gone_frame(c->key, DERP_PEER_GONE_DISCONNECTED, PKT_PEER_GONE_DISC));
 	s->g.current_connections--;
 	if (c->preferred)
-		s->g.current_home_connections--;
+		STAT_ADD(c->w->home_conns, -1);
 	if (c->not_ideal)
 		s->g.current_notideal_connections--;
 	pthread_rwlock_unlock(&s->lock);
@@ -346,16 +348,21 @@ out:
 	pthread_rwlock_unlock(&s->lock);
 }
 
-void peers_set_preferred(struct server *s, struct conn *c, bool pref)
+/*
+ * NotePreferred only touches what c's owner owns: the flag, this worker's
+ * share of the home gauge and its counters. No table lock, and the state
+ * plane hears of it on the next tick, so a client repeating NotePreferred
+ * costs nobody else anything.
+ */
+void peers_set_preferred(struct conn *c, bool pref)
 {
-	pthread_rwlock_wrlock(&s->lock);
-	if (c->registered && pref != c->preferred) {
-		c->preferred = pref;
-		s->g.current_home_connections += pref ? 1 : -1;
-		if (c->w->now - c->created_ns > 5 * NSEC_PER_SEC)
-			STAT_ADD(c->w->stats->c[pref ? CTR_HOME_MOVES_IN : CTR_HOME_MOVES_OUT], 1);
-	}
-	pthread_rwlock_unlock(&s->lock);
+	if (!c->registered || pref == c->preferred)
+		return;
+	__atomic_store_n(&c->preferred, pref, __ATOMIC_RELAXED);
+	STAT_ADD(c->w->home_conns, pref ? 1 : -1);
+	if (c->w->now - c->created_ns > 5 * NSEC_PER_SEC)
+		STAT_ADD(c->w->stats->c[pref ? CTR_HOME_MOVES_IN : CTR_HOME_MOVES_OUT], 1);
+	c->state_dirty = true;
 }
 
 void peers_notify_gone(struct server *s, struct conn *c)
@@ -464,6 +471,7 @@ void peers_state_close(struct conn *c)
 void server_stats_snapshot(struct server *s, struct server_snapshot *out)
 {
 	struct worker_stats *sum = &out->st;
+	int64_t home;
 
 	memset(out, 0, sizeof(*out));
 	for (int w = 0; w < s->nworkers; w++) {
@@ -480,13 +488,16 @@ void server_stats_snapshot(struct server *s, struct server_snapshot *out)
 		for (int i = 0; i < NRTT_BUCKETS; i++)
 			sum->rtt[i] += STAT_READ(ws->rtt[i]);
 		out->avg_queue_ms += s->workers[w].avg_queue_ms;
+		out->g.current_home_connections += STAT_READ(s->workers[w].home_conns);
 	}
 	out->nworkers = s->nworkers;
 	if (s->nworkers)
 		out->avg_queue_ms /= s->nworkers;
+	home = out->g.current_home_connections;
 	pthread_rwlock_rdlock(&s->lock);
 	out->g = s->g;
 	pthread_rwlock_unlock(&s->lock);
+	out->g.current_home_connections = home;
 }
 
 void server_for_each_conn(struct server *s, server_conn_fn fn, void *arg)
@@ -520,7 +531,7 @@ static void fill_info(const struct conn *c, unsigned nconns, struct kderp_peer_i
 	memset(pi, 0, sizeof(*pi));
 	pi->slot = c->slot ? c->slot : KDERP_SLOT_NONE;
 	pi->worker = (__u16)c->w->idx;
-	pi->flags = (c->preferred ? KDERP_PEER_PREFERRED : 0) |
+	pi->flags = (__atomic_load_n(&c->preferred, __ATOMIC_RELAXED) ? KDERP_PEER_PREFERRED : 0) |
 		(c->can_mesh ? KDERP_PEER_MESH : 0) | (c->is_prober ? KDERP_PEER_PROBER : 0) |
 		(nconns > 1 ? KDERP_PEER_DUP : 0);
 	pi->tls_mode = c->tls_mode;

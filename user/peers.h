@@ -34,11 +34,11 @@ int peers_register(struct server *s, struct conn *c);
  */
 bool peers_unregister(struct server *s, struct conn *c);
 /* Any frame from a duplicate makes it the active one (lastWriterIsActive). */
-void peers_note_activity(struct server *s, struct conn *c);
+void peers_note_activity(struct conn *c);
 /* WatchConns: PeerPresent for every current key, then enrol. */
 void peers_add_watcher(struct server *s, struct conn *c);
-/* NotePreferred. */
-void peers_set_preferred(struct server *s, struct conn *c, bool pref);
+/* NotePreferred (owner only, lock-free; the state plane hears of it on the tick). */
+void peers_set_preferred(struct conn *c, bool pref);
 /* PeerGone(disconnected) to everyone c sent to, unless c's key came back. */
 void peers_notify_gone(struct server *s, struct conn *c);
 /* ClosePeer (mesh) and kderpctl close-peer: mark every connection of key

@@ -188,10 +188,8 @@ static bool handle_frame(struct conn *c, struct batch *b, uint8_t *frame, uint32
 	struct worker *w = c->w;
 	struct derp_frame f;
 
-	if (unlikely(c->is_dup)) {
-		batch_forget(c, b);
-		peers_note_activity(c->srv, c);
-	}
+	if (unlikely(c->is_dup))
+		peers_note_activity(c);
 	if (derp_frame_decode(frame[0], frame + DERP_FRAME_HDR_LEN, len, &f) < 0)
 		return true; /* cannot happen after derp_check_header */
 	switch (f.type) {
@@ -208,9 +206,7 @@ static bool handle_frame(struct conn *c, struct batch *b, uint8_t *frame, uint32
 		}
 		break;
 	case DERP_FRAME_NOTE_PREFERRED:
-		batch_forget(c, b);
-		peers_set_preferred(c->srv, c, f.preferred);
-		peers_state_changed(c);
+		peers_set_preferred(c, f.preferred);
 		break;
 	case DERP_FRAME_WATCH_CONNS:
 		batch_forget(c, b);
@@ -248,10 +244,22 @@ static bool skip_incomplete(struct conn *c, uint8_t type, uint32_t flen, size_t 
 	return true;
 }
 
+/* Size the next read after this batch's frames (RELAY_FRAME_BUDGET). */
+static void note_batch(struct conn *c, size_t bytes, unsigned frames)
+{
+	uint64_t cap;
+
+	if (!frames)
+		return;
+	cap = (uint64_t)bytes / frames * RELAY_FRAME_BUDGET;
+	c->read_cap = cap < RELAY_READ_MIN ? RELAY_READ_MIN : cap > UINT32_MAX ? UINT32_MAX : cap;
+}
+
 void relay_input(struct conn *c, uint8_t *buf, size_t len)
 {
 	struct batch b = {0};
-	size_t off = c->skip ? skip_bytes(c, len) : 0;
+	size_t off = c->skip ? skip_bytes(c, len) : 0, start = off;
+	unsigned frames = 0;
 
 	while (c->state == CS_RUN) {
 		uint8_t type;
@@ -277,7 +285,9 @@ void relay_input(struct conn *c, uint8_t *buf, size_t len)
 			break;
 		}
 		off += DERP_FRAME_HDR_LEN + flen;
+		frames++;
 	}
+	note_batch(c, off - start, frames);
 	peers_batch_unlock(c->w);
 	if (c->state == CS_RUN)
 		conn_store_carry(c, buf + off, len - off);

@@ -44,6 +44,9 @@ struct worker {
 	uint64_t now;
 	uint64_t next_tick;
 	double avg_queue_ms;
+	/* This worker's share of derp_current_home_connections (owner writes,
+	 * relaxed; summed by server_stats_snapshot). */
+	int64_t home_conns;
 	struct worker_stats *stats; /* a state-plane row, or stats_local */
 	struct worker_stats stats_local;
 };
