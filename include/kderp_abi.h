@@ -302,7 +302,9 @@ KDERP_ABI_ASSERT(KDERP_NR_DROP_REASONS <= 8, "drops_reason too small");
 	  "connections closed by the 10 s setup deadline (TLS, request or ClientInfo)")           \
 	X(HS_FAIL_TLS, "handshake_failures_tls", "TLS handshakes that failed")                    \
 	X(HS_FAIL_INTERNAL, "handshake_failures_internal",                                        \
-	  "handshakes failed on the server's side (sealing ServerInfo, memory)")
+	  "handshakes failed on the server's side (sealing ServerInfo, memory)")                  \
+	X(ACCEPT_ERRORS, "accept_errors",                                                         \
+	  "accept() failures for lack of file descriptors or memory (accepting pauses briefly)")
 
 enum kderp_counter {
 #define KDERP_X_(e, n, h) KDERP_CTR_##e,

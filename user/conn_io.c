@@ -468,6 +468,7 @@ void conn_close(struct conn *c, const char *reason)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->nconns--;
+	w->accept_resume_ns = 0; /* a descriptor is free: accept again if paused */
 	c->zombie_next = w->zombies;
 	w->zombies = c;
 }

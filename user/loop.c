@@ -48,6 +48,8 @@
 #define EV_EVENTFD 16
 #define ACCEPT_BATCH 64
 #define EPOLL_BATCH 256
+#define ACCEPT_PAUSE_NS (100 * NSEC_PER_MSEC)
+#define ACCEPT_LOG_NS (5 * NSEC_PER_SEC)
 
 /* ---- reading ---- */
 
@@ -236,8 +238,61 @@ static void conn_link(struct worker *w, struct conn *c)
 	w->nconns++;
 }
 
-static void accept_conns(struct worker *w, const struct listener *l)
+static int listener_watch(struct worker *w, int idx, bool on)
 {
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLEXCLUSIVE,
+		.data.ptr = (void *)(uintptr_t)(EV_LISTENER_BASE + idx),
+	};
+
+	/* EPOLLEXCLUSIVE cannot be modified: off is a delete, on an add. */
+	return epoll_ctl(w->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->srv->listeners[idx].fd,
+			 on ? &ev : NULL);
+}
+
+/*
+ * Out of file descriptors or memory: the pending connection stays in the
+ * backlog and the listener stays readable, so accepting again at once would
+ * spin. This worker stops watching the listener for ACCEPT_PAUSE_NS (or
+ * until one of its connections closes), counts every failure, and logs one
+ * line per ACCEPT_LOG_NS.
+ */
+static void accept_pause(struct worker *w, int idx, int err)
+{
+	STAT_ADD(w->stats->c[CTR_ACCEPT_ERRORS], 1);
+	w->accept_errors_unlogged++;
+	if (w->now >= w->accept_next_log_ns) {
+		log_warn("accept: %s (%u times in the last %llu s); pausing accepts for %llu ms",
+			 strerror(err), w->accept_errors_unlogged,
+			 (unsigned long long)(ACCEPT_LOG_NS / NSEC_PER_SEC),
+			 (unsigned long long)(ACCEPT_PAUSE_NS / NSEC_PER_MSEC));
+		w->accept_errors_unlogged = 0;
+		w->accept_next_log_ns = w->now + ACCEPT_LOG_NS;
+	}
+	if (!(w->accept_paused & (1u << idx)) && listener_watch(w, idx, false) == 0)
+		w->accept_paused |= 1u << idx;
+	w->accept_resume_ns = w->now + ACCEPT_PAUSE_NS;
+}
+
+/* Watch the paused listeners again once the pause is over. */
+static void accept_resume(struct worker *w)
+{
+	if (!w->accept_paused || w->now < w->accept_resume_ns)
+		return;
+	for (int i = 0; i < w->srv->nlisteners; i++)
+		if ((w->accept_paused & (1u << i)) && listener_watch(w, i, true) == 0)
+			w->accept_paused &= ~(1u << i);
+}
+
+static bool accept_resource_error(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+static void accept_conns(struct worker *w, int idx)
+{
+	const struct listener *l = &w->srv->listeners[idx];
+
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
@@ -246,8 +301,8 @@ static void accept_conns(struct worker *w, const struct listener *l)
 		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_warn("accept: %s", strerror(errno));
+			if (accept_resource_error(errno))
+				accept_pause(w, idx, errno);
 			return;
 		}
 		set_sockopts(w->srv, fd);
@@ -304,13 +359,11 @@ static void conn_event(struct conn *c, uint32_t events)
 
 static void loop_dispatch(struct worker *w, const struct epoll_event *evs, int n)
 {
-	struct server *s = w->srv;
-
 	for (int i = 0; i < n; i++) {
 		uintptr_t tag = (uintptr_t)evs[i].data.ptr;
 
 		if (tag >= EV_LISTENER_BASE && tag < EV_LISTENER_BASE + SERVER_MAX_LISTENERS) {
-			accept_conns(w, &s->listeners[tag - EV_LISTENER_BASE]);
+			accept_conns(w, (int)(tag - EV_LISTENER_BASE));
 		} else if (tag == EV_EVENTFD) {
 			uint64_t v;
 			ssize_t r = read(w->evfd, &v, sizeof(v));
@@ -396,7 +449,9 @@ static void *worker_main(void *arg)
 	w->now = now_ns();
 	w->next_tick = w->now + TICK_NS;
 	while (!atomic_load(&w->srv->stopping)) {
-		int timeout = (w->flush || w->reread || w->reread_later) ? 0 : 250;
+		int timeout = (w->flush || w->reread || w->reread_later) ? 0
+			: w->accept_paused					? 50
+										: 250;
 		int n = epoll_wait(w->epfd, evs, EPOLL_BATCH, timeout);
 
 		w->now = now_ns();
@@ -405,6 +460,7 @@ static void *worker_main(void *arg)
 			loop_rereads(w);
 		loop_reap(w);
 		loop_tick(w);
+		accept_resume(w);
 	}
 	/* Shutdown: close every connection this worker owns. */
 	while (w->conns)

@@ -36,6 +36,12 @@ struct worker {
 	struct conn *reread_later; /* paused senders, resumed next iteration */
 	struct conn *zombies; /* closed, freed after the next remote drain */
 	bool table_rdlocked; /* this worker holds the peer table's read lock */
+	/* Accepting paused after EMFILE and the like: until when, which
+	 * listeners (bits), and the failures not logged yet. */
+	uint64_t accept_resume_ns;
+	unsigned accept_paused;
+	unsigned accept_errors_unlogged;
+	uint64_t accept_next_log_ns;
 	/* Conns of this worker that other workers enqueued to. */
 	pthread_mutex_t remote_lock;
 	struct conn **remote;
