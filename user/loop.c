@@ -12,6 +12,7 @@
  * tick (timeouts, keepalives, RTT samples).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -50,6 +51,7 @@
 #define EPOLL_BATCH 256
 #define ACCEPT_PAUSE_NS (100 * NSEC_PER_MSEC)
 #define ACCEPT_LOG_NS (5 * NSEC_PER_SEC)
+#define TRIM_QUIET_NS (1 * NSEC_PER_SEC)
 
 /* ---- reading ---- */
 
@@ -160,6 +162,28 @@ static void conn_tick(struct conn *c)
 	}
 }
 
+/*
+ * After a burst, freed packets and buffers stay in malloc's arenas: once
+ * this worker has seen no packet and no new connection for TRIM_QUIET_NS,
+ * hand the free pages back to the system (malloc_trim walks every arena),
+ * once per burst and never while relaying.
+ */
+static void loop_trim(struct worker *w)
+{
+	const struct worker_stats *st = w->stats;
+	uint64_t work = STAT_READ(st->c[CTR_PACKETS_SENT]) + STAT_READ(st->c[CTR_PACKETS_RECEIVED]) +
+		STAT_READ(st->c[CTR_HTTP_REQUESTS]) + w->nconns;
+
+	if (work != w->trim_work) {
+		w->trim_work = work;
+		w->trim_quiet_since = w->now;
+		w->trim_pending = true;
+	} else if (w->trim_pending && w->now - w->trim_quiet_since >= TRIM_QUIET_NS) {
+		malloc_trim(0);
+		w->trim_pending = false;
+	}
+}
+
 static void loop_tick(struct worker *w)
 {
 	struct conn *c, *next;
@@ -167,6 +191,7 @@ static void loop_tick(struct worker *w)
 	if (w->now < w->next_tick)
 		return;
 	w->next_tick = w->now + TICK_NS;
+	loop_trim(w);
 	for (c = w->conns; c; c = next) {
 		next = c->next;
 		conn_tick(c);

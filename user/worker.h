@@ -42,6 +42,10 @@ struct worker {
 	unsigned accept_paused;
 	unsigned accept_errors_unlogged;
 	uint64_t accept_next_log_ns;
+	/* Giving memory back after a burst (loop.c loop_trim). */
+	uint64_t trim_work; /* packets and connections seen at the last tick */
+	uint64_t trim_quiet_since;
+	bool trim_pending;
 	/* Conns of this worker that other workers enqueued to. */
 	pthread_mutex_t remote_lock;
 	struct conn **remote;
