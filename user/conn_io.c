@@ -339,7 +339,7 @@ static ssize_t read_tls(struct conn *c, uint8_t *buf, size_t room)
 			continue;
 		}
 		if (!got && n == TLS_READ_EOF) {
-			conn_close(c, "client closed");
+			close_on_eof(c);
 			return -1;
 		}
 		if (!got && n == TLS_READ_FAILED) {

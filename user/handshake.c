@@ -112,11 +112,12 @@ static enum http_route route(struct conn *c, const struct http_req *req, struct 
 	return h->http_route(h->http_arg, &from, req, resp);
 }
 
-static void bad_request(struct conn *c, size_t len)
+static void bad_request(struct conn *c, const uint8_t *buf, size_t len)
 {
 	STAT_ADD(c->w->stats->c[CTR_HTTP_BAD_REQUESTS], 1);
-	log_info("conn %llu: bad HTTP request from %s (%zu bytes), closing",
-		 (unsigned long long)c->id, c->addr_str, len);
+	log_info("conn %llu: bad HTTP request from %s (%zu bytes%s), closing",
+		 (unsigned long long)c->id, c->addr_str, len,
+		 len && buf[0] == 0x16 ? ", a TLS handshake on the plain-HTTP port" : "");
 	http_done(c, text_response(400, "Bad Request", "400 Bad Request\n"));
 }
 
@@ -128,8 +129,8 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
 	struct pkt *resp = NULL;
 
 	if (hl == 0) {
-		if (len >= HTTP_MAX_HEADER)
-			bad_request(c, len);
+		if (len >= HTTP_MAX_HEADER || !http_prefix_ok(buf, len))
+			bad_request(c, buf, len);
 		else
 			conn_store_carry(c, buf, len);
 		return;
@@ -139,11 +140,17 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
 		return;
 	}
 	if (http_parse_request(buf, hl, c->req) < 0) {
-		bad_request(c, len);
+		bad_request(c, buf, len);
 		return;
 	}
 	STAT_ADD(c->w->stats->c[CTR_HTTP_REQUESTS], 1);
-	if (route(c, c->req, &resp) == HTTP_ROUTE_UPGRADE) {
+	if (c->req->http_major != 1 || c->req->http_minor > 1) {
+		log_info("conn %llu: HTTP/%u.%u request from %s, answering 505",
+			 (unsigned long long)c->id, c->req->http_major, c->req->http_minor,
+			 c->addr_str);
+		resp = text_response(505, "HTTP Version Not Supported",
+				     "505 HTTP Version Not Supported\n");
+	} else if (route(c, c->req, &resp) == HTTP_ROUTE_UPGRADE) {
 		start_derp(c, c->req);
 		free(c->req);
 		c->req = NULL;

@@ -338,6 +338,20 @@ static void fail_reason(const char *what, char *why, size_t whylen)
 	ERR_clear_error();
 }
 
+/*
+ * The peer went away without close_notify (most clients do), or reset the
+ * connection: an ordinary close, not an error worth OpenSSL's words.
+ */
+static bool closed_by_peer(int ssl_err)
+{
+	unsigned long code = ERR_peek_last_error();
+
+	if (ssl_err == SSL_ERROR_SYSCALL)
+		return !code && (errno == 0 || errno == EPIPE || errno == ECONNRESET);
+	return ssl_err == SSL_ERROR_SSL && ERR_GET_LIB(code) == ERR_LIB_SSL &&
+		ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
 enum tls_status tls_accept(SSL *ssl, char *why, size_t whylen)
 {
 	int r;
@@ -346,32 +360,43 @@ enum tls_status tls_accept(SSL *ssl, char *why, size_t whylen)
 	r = SSL_accept(ssl);
 	if (r == 1)
 		return TLS_DONE;
-	switch (SSL_get_error(ssl, r)) {
+	r = SSL_get_error(ssl, r);
+	switch (r) {
 	case SSL_ERROR_WANT_READ:
 		return TLS_WANT_READ;
 	case SSL_ERROR_WANT_WRITE:
 		return TLS_WANT_WRITE;
 	default:
-		fail_reason("TLS handshake failed", why, whylen);
+		if (closed_by_peer(r)) {
+			ERR_clear_error();
+			snprintf(why, whylen, "TLS handshake failed: client closed");
+		} else {
+			fail_reason("TLS handshake failed", why, whylen);
+		}
 		return TLS_FAILED;
 	}
 }
 
 ssize_t tls_read(SSL *ssl, void *buf, size_t len, char *why, size_t whylen)
 {
-	int n;
+	int n, e;
 
 	ERR_clear_error();
 	n = SSL_read(ssl, buf, (int)len);
 	if (n > 0)
 		return n;
-	switch (SSL_get_error(ssl, n)) {
+	e = SSL_get_error(ssl, n);
+	switch (e) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
 		return TLS_READ_AGAIN;
 	case SSL_ERROR_ZERO_RETURN:
 		return TLS_READ_EOF;
 	default:
+		if (closed_by_peer(e)) {
+			ERR_clear_error();
+			return TLS_READ_EOF;
+		}
 		fail_reason("TLS read", why, whylen);
 		return TLS_READ_FAILED;
 	}

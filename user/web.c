@@ -136,36 +136,53 @@ static struct pkt *text_response(int status, const char *reason, const char *bod
 
 /* ---- /debug access ---- */
 
+/* "ip" or "ip/bits", spaces around allowed. 0 or -EINVAL. */
+static int parse_cidr(char *tok, struct cidr *c)
+{
+	char *slash, *end;
+	long bits;
+	int max;
+
+	while (*tok == ' ')
+		tok++;
+	for (end = tok + strlen(tok); end > tok && end[-1] == ' ';)
+		*--end = 0;
+	slash = strchr(tok, '/');
+	if (slash)
+		*slash = 0;
+	if (inet_pton(AF_INET, tok, c->addr) == 1)
+		c->family = AF_INET;
+	else if (inet_pton(AF_INET6, tok, c->addr) == 1)
+		c->family = AF_INET6;
+	else
+		return -EINVAL; /* an empty item too */
+	max = c->family == AF_INET ? 32 : 128;
+	if (!slash) {
+		c->bits = max;
+		return 0;
+	}
+	errno = 0;
+	bits = strtol(slash + 1, &end, 10);
+	if (errno || end == slash + 1 || *end || bits < 0 || bits > max)
+		return -EINVAL;
+	c->bits = (int)bits;
+	return 0;
+}
+
 int web_set_debug_allow(struct web *w, const char *cidrs)
 {
-	char buf[1024], *save = NULL, *tok;
+	char buf[1024], *rest = buf, *tok;
 
 	if (!cidrs || !*cidrs)
 		return 0;
-	snprintf(buf, sizeof(buf), "%s", cidrs);
-	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		struct cidr *c = &w->debug_allow[w->ndebug_allow];
-		char *slash = strchr(tok, '/');
-
-		while (*tok == ' ')
-			tok++;
+	if (snprintf(buf, sizeof(buf), "%s", cidrs) >= (int)sizeof(buf))
+		return -E2BIG;
+	/* strsep, not strtok: "a,,b" and a trailing comma are errors, not skipped. */
+	while ((tok = strsep(&rest, ","))) {
 		if (w->ndebug_allow == (int)ARRAY_SIZE(w->debug_allow))
 			return -E2BIG;
-		if (slash)
-			*slash = 0;
-		if (inet_pton(AF_INET, tok, c->addr) == 1) {
-			c->family = AF_INET;
-			c->bits = slash ? atoi(slash + 1) : 32;
-			if (c->bits < 0 || c->bits > 32)
-				return -EINVAL;
-		} else if (inet_pton(AF_INET6, tok, c->addr) == 1) {
-			c->family = AF_INET6;
-			c->bits = slash ? atoi(slash + 1) : 128;
-			if (c->bits < 0 || c->bits > 128)
-				return -EINVAL;
-		} else {
+		if (parse_cidr(tok, &w->debug_allow[w->ndebug_allow]) < 0)
 			return -EINVAL;
-		}
 		w->ndebug_allow++;
 	}
 	return 0;
@@ -541,6 +558,13 @@ enum http_route web_route(void *arg, const struct http_from *from, const struct 
 	if (strcmp(p, "/derp") == 0) {
 		if (!cfg->derp) {
 			*resp = text_response(404, "Not Found", "derp server disabled\n");
+			return HTTP_ROUTE_RESPONSE;
+		}
+		if (req->has_body && req->upgrade[0]) {
+			/* The bytes after the head would be taken for frames. */
+			log_info("conn %llu: upgrade request with a body from %s, answering 400",
+				 (unsigned long long)from->conn_id, from->addr_str);
+			*resp = text_response(400, "Bad Request", "upgrade request with a body\n");
 			return HTTP_ROUTE_RESPONSE;
 		}
 		if (strcasecmp(req->upgrade, "derp") == 0 ||

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* http.c - request heads parsed with the http_parser library; response heads. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -108,9 +109,31 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 
 static int on_headers_complete(http_parser *p)
 {
+	struct http_req *r = p->data;
+
+	r->http_major = p->http_major;
+	r->http_minor = p->http_minor;
+	r->has_body = (p->flags & F_CHUNKED) ||
+		(p->content_length > 0 && p->content_length != ULLONG_MAX);
 	/* No body is ever read: 1 tells the parser to skip it. */
-	(void)p;
 	return 1;
+}
+
+bool http_prefix_ok(const uint8_t *buf, size_t len)
+{
+	size_t start = 0;
+
+	/* Empty lines before the request line are allowed (RFC 9112 2.2). */
+	while (start < len && start < 8 && (buf[start] == '\r' || buf[start] == '\n'))
+		start++;
+	/* The method: a token of upper-case letters, then a space. */
+	for (size_t i = start; i < len && i < start + 16; i++) {
+		if (buf[i] == ' ')
+			return i > start;
+		if (buf[i] < 'A' || buf[i] > 'Z')
+			return false;
+	}
+	return len < start + 16;
 }
 
 int http_parse_request(const uint8_t *head, size_t len, struct http_req *req)

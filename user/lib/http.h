@@ -22,6 +22,8 @@ struct http_req {
 	char host[256];
 	char ws_protocol[128];
 	bool has_xff;
+	unsigned short http_major, http_minor;
+	bool has_body; /* Content-Length > 0 or chunked: a GET /derp must have none */
 	/* parser scratch */
 	int cur; /* header being read */
 };
@@ -31,6 +33,14 @@ struct http_req {
  * blank line), 0 if more bytes are needed, -1 if the head is malformed.
  */
 long http_head_len(const uint8_t *buf, size_t len);
+
+/*
+ * Can buf (the first bytes of a connection, maybe incomplete) still become
+ * an HTTP request line? false for what is surely something else, such as a
+ * TLS ClientHello (0x16) sent to a plain-HTTP port: answer it at once
+ * instead of waiting for a head that will never come.
+ */
+bool http_prefix_ok(const uint8_t *buf, size_t len);
 
 /* Parse a complete request head. Returns 0 or -EINVAL. */
 int http_parse_request(const uint8_t *head, size_t len, struct http_req *req);
