@@ -451,7 +451,7 @@ static size_t seal_with_zero_secret(uint8_t *out, const char *json)
 
 TEST_F(client_info, closes_connection)
 {
-	enum ci_kind kind = VARIANT(client_info)->kind;
+	enum ci_kind kind = variant->kind;
 	size_t cap = 300 << 10;
 	uint8_t *buf = malloc(DERP_FRAME_HEADER_LEN + cap);
 	uint8_t *p = buf + DERP_FRAME_HEADER_LEN;
@@ -470,8 +470,7 @@ TEST_F(client_info, closes_connection)
 	dd_local_addr(&c, addr, sizeof(addr));
 	switch (kind) {
 	case CI_JSON:
-		n = derpc_build_client_info(&c.key, c.server_pub, VARIANT(client_info)->json, p,
-					    cap);
+		n = derpc_build_client_info(&c.key, c.server_pub, variant->json, p, cap);
 		ASSERT_LT(0, n);
 		len = (size_t)n;
 		break;
@@ -611,8 +610,8 @@ FIXTURE_TEARDOWN(frame)
 
 TEST_F(frame, closes_connection)
 {
-	uint8_t type = VARIANT(frame)->type;
-	uint32_t len = VARIANT(frame)->len;
+	uint8_t type = variant->type;
+	uint32_t len = variant->len;
 	uint8_t *payload = calloc(1, len + 1);
 	struct derpc x;
 	char addr[32];

@@ -236,7 +236,7 @@ FIXTURE_SETUP(state)
 	signal(SIGPIPE, SIG_IGN);
 	derpc_init(&self->a, NULL);
 	derpc_init(&self->b, NULL);
-	if (VARIANT(state)->bpf) {
+	if (variant->bpf) {
 		if (!have_bpffs(why, sizeof(why)))
 			SKIP(return, "%s", why);
 		pin_dir(self->dir, sizeof(self->dir), "relay");
@@ -248,7 +248,7 @@ FIXTURE_SETUP(state)
 		snprintf(arg, sizeof(arg), "--bpffs-dir=%s", self->nobpf);
 	}
 	ASSERT_EQ(0, dd_start(&self->d, extra));
-	if (VARIANT(state)->bpf &&
+	if (variant->bpf &&
 	    !dd_log_line(&self->d, 0, "maps pinned", NULL, line, sizeof(line), 3000)) {
 		dd_dump_log(&self->d, 10);
 		SKIP(return, "kderpd could not load the state maps here (see its log)");
@@ -305,7 +305,7 @@ TEST_F(state, exact_counts_everywhere)
 	EXPECT_EQ(NPKTS * PKT_LEN, varz_get(&self->d, "derp_bytes_received"));
 	EXPECT_EQ(NPKTS * PKT_LEN, varz_get(&self->d, "derp_bytes_sent"));
 	EXPECT_EQ(2, varz_get(&self->d, "derp_current_connections"));
-	EXPECT_EQ(VARIANT(state)->bpf ? 1 : 0, varz_get(&self->d, "kderp_state_bpf"));
+	EXPECT_EQ(variant->bpf ? 1 : 0, varz_get(&self->d, "kderp_state_bpf"));
 	snprintf(m, sizeof(m), "kderp_peer_packets_in{peer=\"%.16s\",conn=\"1\"}", ha);
 	if (varz_get(&self->d, m) < 0) /* conn numbers depend on the readiness probe */
 		snprintf(m, sizeof(m), "kderp_peer_packets_in{peer=\"%.16s\",conn=\"2\"}", ha);
@@ -334,7 +334,7 @@ TEST_F(state, maps_show_peers_and_counters)
 	struct sockaddr_in la;
 	socklen_t sl = sizeof(la);
 
-	if (!VARIANT(state)->bpf)
+	if (!variant->bpf)
 		SKIP(return, "no maps without BPF");
 	key_hex(self->a.key.pub, ha);
 	key_hex(self->b.key.pub, hb);
@@ -433,7 +433,7 @@ TEST_F(state, note_preferred_and_close_peer)
 	struct kderp_peer_info pa;
 	int pfd;
 
-	if (!VARIANT(state)->bpf)
+	if (!variant->bpf)
 		SKIP(return, "no maps without BPF");
 	if (kderpctl_path(ctl, sizeof(ctl)))
 		SKIP(return, "kderpctl not built");
@@ -475,7 +475,7 @@ TEST_F(state, duplicate_key_entry)
 	uint64_t first;
 	int pfd;
 
-	if (!VARIANT(state)->bpf)
+	if (!variant->bpf)
 		SKIP(return, "no maps without BPF");
 	snprintf(path, sizeof(path), "%s/%s", self->dir, KDERP_PIN_PEERS);
 	pfd = bpf_obj_get(path);

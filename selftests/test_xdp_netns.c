@@ -302,7 +302,7 @@ FIXTURE_SETUP(netns)
 	ASSERT_EQ(0, env_up(&self->e));
 	/* userspace STUN on the server address, in the server namespace */
 	ASSERT_EQ(0, enter(self->e.fd_srv));
-	self->stun = kderp_stun_start(VARIANT(netns)->srv, STUN_PORT);
+	self->stun = kderp_stun_start(variant->srv, STUN_PORT);
 	enter(self->e.fd_orig);
 	ASSERT_NE(NULL, self->stun);
 }
@@ -321,11 +321,10 @@ FIXTURE_TEARDOWN(netns)
 
 TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 {
-	const FIXTURE_VARIANT(netns) *v = VARIANT(netns);
 	uint8_t txid[12] = {0x5a, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
 	uint8_t req[40], bad[40], user_reply[128], xdp_reply[128];
 	struct sockaddr_storage from, mapped, me, srv;
-	unsigned int af = v->v6 ? KDERP_STUN_AF_IPV6 : KDERP_STUN_AF_IPV4;
+	unsigned int af = variant->v6 ? KDERP_STUN_AF_IPV6 : KDERP_STUN_AF_IPV4;
 	struct kderp_stun_counts c;
 	char ifspec[64], cmd[256];
 	ssize_t nu, nx;
@@ -333,35 +332,37 @@ TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 	const char *mode;
 	int fd;
 
-	fd = client_socket(&self->e, v->cli);
+	fd = client_socket(&self->e, variant->cli);
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, getsockname(fd, (void *)&me, &ml));
 	kderp_stun_build_request(req, sizeof(req), txid);
 
 	/* 1. no XDP: user space answers with the client's address */
-	nu = exchange(fd, v->srv, req, sizeof(req), user_reply, sizeof(user_reply), &from, 5, 1000);
-	ASSERT_EQ(v->v6 ? 44 : 32, nu);
+	nu = exchange(fd, variant->srv, req, sizeof(req), user_reply, sizeof(user_reply), &from, 5,
+		      1000);
+	ASSERT_EQ(variant->v6 ? 44 : 32, nu);
 	ASSERT_EQ(0, kderp_stun_parse_response(user_reply, nu, txid, &mapped));
 	ASSERT_EQ(0, memcmp(&me, &mapped, ml));
-	make_addr(v->srv, STUN_PORT, &srv, &sl);
+	make_addr(variant->srv, STUN_PORT, &srv, &sl);
 	ASSERT_EQ(0, memcmp(&srv, &from, sl));
 	counts_at_least(self->stun, &c, 0, 1);
 	ASSERT_EQ(1, c.success);
 
 	/* 2. XDP on the server's veth */
-	snprintf(ifspec, sizeof(ifspec), "%s%s", *v->mode ? self->e.if_srv : "auto", v->mode);
+	snprintf(ifspec, sizeof(ifspec), "%s%s", *variant->mode ? self->e.if_srv : "auto",
+		 variant->mode);
 	ASSERT_EQ(0, enter(self->e.fd_srv));
-	self->xdp = kderp_xdp_attach(ifspec, v->srv, STUN_PORT);
-	if (!self->xdp && !strcmp(v->mode, ":native")) {
+	self->xdp = kderp_xdp_attach(ifspec, variant->srv, STUN_PORT);
+	if (!self->xdp && !strcmp(variant->mode, ":native")) {
 		enter(self->e.fd_orig);
 		SKIP(close(fd); return, "native XDP on veth unavailable: %s", strerror(errno));
 	}
 	ASSERT_NE(NULL, self->xdp);
 	mode = kderp_xdp_mode(self->xdp, self->e.if_srv);
 	ASSERT_NE(NULL, mode);
-	if (!strcmp(v->mode, ":native"))
+	if (!strcmp(variant->mode, ":native"))
 		ASSERT_STREQ("native", mode);
-	if (!strcmp(v->mode, ":generic"))
+	if (!strcmp(variant->mode, ":generic"))
 		ASSERT_STREQ("generic", mode);
 	/* the kernel agrees: ip link shows the program in that mode */
 	snprintf(cmd, sizeof(cmd), "ip -n %s link show dev %s | grep -q '%s'", self->e.ns_srv,
@@ -377,7 +378,8 @@ TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 		ASSERT_NE(NULL, self->peer_xdp);
 	}
 
-	nx = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
+	nx = exchange(fd, variant->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3,
+		      1000);
 	ASSERT_EQ(nu, nx);
 	ASSERT_EQ(0, memcmp(user_reply, xdp_reply, nu));
 	ASSERT_EQ(0, memcmp(&srv, &from, sl));
@@ -389,7 +391,8 @@ TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 	/* 3. wrong SOFTWARE: XDP passes it up, user space counts not_stun, no reply */
 	memcpy(bad, req, sizeof(bad));
 	bad[31] = 'x';
-	nx = exchange(fd, v->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 1, 300);
+	nx = exchange(fd, variant->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 1,
+		      300);
 	ASSERT_EQ(-1, nx);
 	ASSERT_EQ(1,
 		  xdp_slot(self->xdp, af, KDERP_STUN_OUT_PASS, KDERP_STUN_END_INVALID_SW_ATTR_VAL));
@@ -400,13 +403,15 @@ TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 	/* 4. bad FINGERPRINT: XDP (like derper's) does not check it and answers */
 	memcpy(bad, req, sizeof(bad));
 	bad[39] ^= 0xff;
-	nx = exchange(fd, v->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
+	nx = exchange(fd, variant->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 3,
+		      1000);
 	ASSERT_EQ(nu, nx);
 	ASSERT_EQ(2, xdp_slot(self->xdp, af, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
 
 	/* 5. drop switch: nothing comes back, nothing reaches user space */
 	ASSERT_EQ(0, kderp_xdp_set_drop(self->xdp, true));
-	nx = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 1, 300);
+	nx = exchange(fd, variant->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 1,
+		      300);
 	ASSERT_EQ(-1, nx);
 	ASSERT_EQ(1, xdp_slot(self->xdp, af, KDERP_STUN_OUT_DROP, KDERP_STUN_END_DROP_STUN));
 	ASSERT_EQ(0, kderp_xdp_set_drop(self->xdp, false));
@@ -416,13 +421,14 @@ TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 	kderp_xdp_detach(self->xdp);
 	self->xdp = NULL;
 	enter(self->e.fd_orig);
-	nu = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
-	ASSERT_EQ(nx > 0 ? nx : (v->v6 ? 44 : 32), nu);
+	nu = exchange(fd, variant->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3,
+		      1000);
+	ASSERT_EQ(nx > 0 ? nx : (variant->v6 ? 44 : 32), nu);
 	ASSERT_EQ(0, memcmp(user_reply, xdp_reply, nu));
 	counts_at_least(self->stun, &c, 1, 2);
 	ASSERT_EQ(2, c.success);
-	ASSERT_EQ(v->v6 ? 0 : 2, c.ipv4);
-	ASSERT_EQ(v->v6 ? 2 : 0, c.ipv6);
+	ASSERT_EQ(variant->v6 ? 0 : 2, c.ipv4);
+	ASSERT_EQ(variant->v6 ? 2 : 0, c.ipv6);
 	close(fd);
 }
 

@@ -297,8 +297,7 @@ static bool conn_mode(const struct derp_daemon *d, const char *addr, char *mode,
 
 FIXTURE_SETUP(ktls_bad)
 {
-	const FIXTURE_VARIANT(ktls_bad) *v = VARIANT(ktls_bad);
-	const char *extra[] = {v->tls_max, NULL};
+	const char *extra[] = {variant->tls_max, NULL};
 	char mode[16];
 
 	signal(SIGPIPE, SIG_IGN);
@@ -323,7 +322,7 @@ FIXTURE_SETUP(ktls_bad)
 	ASSERT_EQ(0, dd_connect(&self->d, &self->a));
 	ASSERT_EQ(0, dd_connect(&self->d, &self->b));
 	ASSERT_EQ(0, dd_connect(&self->d, &self->bad));
-	ASSERT_EQ(v->version, SSL_version(derpc_ssl(&self->bad)));
+	ASSERT_EQ(variant->version, SSL_version(derpc_ssl(&self->bad)));
 	dd_local_addr(&self->a, self->a_addr, sizeof(self->a_addr));
 	dd_local_addr(&self->b, self->b_addr, sizeof(self->b_addr));
 	dd_local_addr(&self->bad, self->bad_addr, sizeof(self->bad_addr));
@@ -334,7 +333,7 @@ FIXTURE_SETUP(ktls_bad)
 	ASSERT_STREQ(self->mode, mode);
 	TH_LOG("%s: bad client %s in mode %s", SSL_get_version(derpc_ssl(&self->bad)),
 	       self->bad_addr, self->mode);
-	if (v->version == TLS1_2_VERSION)
+	if (variant->version == TLS1_2_VERSION)
 		ASSERT_STREQ("ktls-txrx", self->mode);
 	else
 		ASSERT_EQ(0, strncmp(self->mode, "ktls-tx", 7));
@@ -549,14 +548,14 @@ TEST_F_TIMEOUT(ktls_bad, bad_tag, 60)
 
 TEST_F_TIMEOUT(ktls_bad, renegotiation, 60)
 {
-	if (VARIANT(ktls_bad)->version != TLS1_2_VERSION)
+	if (variant->version != TLS1_2_VERSION)
 		SKIP(return, "TLS 1.3 has no renegotiation");
 	run_case(_metadata, self, BAD_RENEGOTIATION);
 }
 
 TEST_F_TIMEOUT(ktls_bad, key_update, 60)
 {
-	if (VARIANT(ktls_bad)->version != TLS1_3_VERSION)
+	if (variant->version != TLS1_3_VERSION)
 		SKIP(return, "KeyUpdate exists only in TLS 1.3");
 	run_case(_metadata, self, BAD_KEY_UPDATE);
 }
