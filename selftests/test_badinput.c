@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <sys/socket.h>
 
+#include <sodium.h>
+
 #include "harness.h"
 #include "derpc.h"
 #include "derp_daemon.h"

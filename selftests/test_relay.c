@@ -10,6 +10,8 @@
  */
 #include <pthread.h>
 
+#include <sodium.h>
+
 #include "harness.h"
 #include "derpc.h"
 #include "derp_daemon.h"

@@ -46,6 +46,7 @@
 #include <openssl/x509.h>
 
 #include "harness.h"
+#include "ktls_stat.h"
 #include "ktls_util.h"
 
 #ifndef TCP_ULP
@@ -53,32 +54,6 @@
 #endif
 
 #define XFER_BYTES (48 * 1024)
-
-struct tls_stat {
-	long long tx_sw;
-	long long rx_sw;
-};
-
-/* Reads TlsTxSw / TlsRxSw; -ENOENT if the kernel has no TLS statistics. */
-static int tls_stat_read(struct tls_stat *st)
-{
-	char name[64];
-	long long v;
-	FILE *f;
-
-	st->tx_sw = st->rx_sw = -1;
-	f = fopen("/proc/net/tls_stat", "r");
-	if (!f)
-		return -errno;
-	while (fscanf(f, "%63s %lld", name, &v) == 2) {
-		if (!strcmp(name, "TlsTxSw"))
-			st->tx_sw = v;
-		else if (!strcmp(name, "TlsRxSw"))
-			st->rx_sw = v;
-	}
-	fclose(f);
-	return st->tx_sw < 0 || st->rx_sw < 0 ? -EPROTO : 0;
-}
 
 /* A throwaway P-256 key and a self-signed certificate for CN=kderp.test. */
 static int make_cert(EVP_PKEY **pkey, X509 **cert)
@@ -191,7 +166,7 @@ FIXTURE(ktls_openssl)
 	int fds[2]; /* [0] client, [1] server */
 	bool own_netns;
 	bool have_stat; /* /proc/net/tls_stat exists */
-	struct tls_stat before;
+	struct ktls_stat before;
 };
 
 #define KTLS_SERVER 1
@@ -326,7 +301,7 @@ FIXTURE_SETUP(ktls_openssl)
 	if (have_tls_ulp()) {
 		if (variant->fallback)
 			SKIP(return, "kernel has the TLS ULP; the fallback runs only without it");
-		ASSERT_EQ(0, tls_stat_read(&self->before));
+		ktls_stat(_metadata, &self->before);
 		self->have_stat = true;
 	} else if (variant->ktls_ends && !variant->fallback) {
 		SKIP(return, "kernel has no TLS ULP (CONFIG_TLS unset or tls.ko not loaded)");
@@ -365,7 +340,7 @@ TEST_F(ktls_openssl, offload)
 	SSL *ends[2] = {self->srv, self->cli};
 	const char *names[2] = {"server", "client"};
 	bool want_recv;
-	struct tls_stat after;
+	struct ktls_stat after;
 	int n_send = 0, n_recv = 0;
 
 	ASSERT_EQ(0, handshake(self->cli, self->srv, self->fds[0], self->fds[1]));
@@ -400,7 +375,7 @@ TEST_F(ktls_openssl, offload)
 	/* The kernel agrees: one software TX/RX context per offloaded direction. */
 	if (!self->have_stat)
 		return;
-	ASSERT_EQ(0, tls_stat_read(&after));
+	ktls_stat(_metadata, &after);
 	TH_LOG("tls_stat delta: TlsTxSw +%lld TlsRxSw +%lld%s", after.tx_sw - self->before.tx_sw,
 	       after.rx_sw - self->before.rx_sw, self->own_netns ? "" : " (shared netns)");
 	if (self->own_netns) {

@@ -25,9 +25,10 @@ SELFTESTS += $(VM_BINS)
 $(OUTPUT)/vm/%.o: selftests/vm/%.c | $(OUTPUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -Wno-sign-compare -Iselftests -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Wno-sign-compare -Iselftests -Iselftests/lib -c $< -o $@
 
-$(VM_BINS): $(OUTPUT)/vm/%: $(OUTPUT)/vm/%.o
+# Every guest test links the shared test library (selftests/selftests.mk).
+$(VM_BINS): $(OUTPUT)/vm/%: $(OUTPUT)/vm/%.o $(ST_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS_ALL)
 
