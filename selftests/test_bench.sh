@@ -10,7 +10,7 @@
 # 3. Nothing listens: kderp-bench exits 2 with a handshake error.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-. selftests/lib.sh
+. selftests/lib/lib.sh
 
 out=${KDERP_OUTPUT:-.output}
 bench=$out/kderp-bench

@@ -10,7 +10,7 @@
 # 2. Nothing listens on the port: kderp-bench exits 3, "no request was answered".
 set -u
 cd "$(dirname "$0")/.." || exit 1
-. selftests/lib.sh
+. selftests/lib/lib.sh
 
 out=${KDERP_OUTPUT:-.output}
 bench=$out/kderp-bench

@@ -4,7 +4,7 @@
 # the seed corpus, then a few seconds of fuzzing. `make fuzz` runs longer.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
+. "$here/lib/lib.sh"
 ktap_header 2
 ktap_fuzz derp
 ktap_finish

@@ -20,8 +20,8 @@
 set -u
 
 dir=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=selftests/lib.sh
-. "$dir/lib.sh"
+# shellcheck source=selftests/lib/lib.sh
+. "$dir/lib/lib.sh"
 
 out=${KDERP_OUTPUT:-$dir/../.output}
 daemon=${KDERP_INTEROP_DAEMON:-$out/kderpd}

@@ -4,7 +4,7 @@
 # logs. Every daemon runs on loopback with a free port and is killed on exit.
 set -u
 here=$(dirname "$0")
-. "$here/lib.sh"
+. "$here/lib/lib.sh"
 
 kderpd=${KDERP_OUTPUT:-.output}/kderpd
 ktap_header 8

@@ -3,12 +3,13 @@
 # test_state_debug.sh - who may read /debug/ (varz, the state plane's
 # numbers): loopback always, another host only from a --debug-allow CIDR.
 # kderpd runs in one network namespace, the client in another, joined by a
-# veth pair; the namespaces get random names and an EXIT trap removes them.
+# veth pair (lib/netns.sh: unique names, removed on exit).
 # Also: kderpctl's close-peer is refused to a non-root user. Needs root,
 # iproute2 and curl; SKIPs otherwise.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
+. "$here/lib/lib.sh"
+. "$here/lib/netns.sh"
 
 out=${KDERP_OUTPUT:-.output}
 kderpd=$out/kderpd
@@ -24,8 +25,6 @@ skip_all() {
 command -v ip >/dev/null || skip_all "needs iproute2"
 command -v curl >/dev/null || skip_all "needs curl"
 
-sfx=$(printf '%06x' $(((RANDOM << 9 ^ RANDOM ^ $$) & 0xffffff)))
-NS_S=kdsS$sfx NS_C=kdsC$sfx IF_S=ss$sfx IF_C=sc$sfx
 SRV=10.79.0.1 CLI=10.79.0.2
 PORT=3340
 work=$(mktemp -d)
@@ -33,22 +32,11 @@ pid=
 
 cleanup() {
 	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
-	ip netns del "$NS_S" 2>/dev/null
-	ip netns del "$NS_C" 2>/dev/null
 	rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+at_exit cleanup
 
-if ! ip netns add "$NS_S" || ! ip netns add "$NS_C" ||
-	! ip link add "$IF_S" netns "$NS_S" type veth peer name "$IF_C" netns "$NS_C"; then
-	skip_all "cannot create network namespaces"
-fi
-ip -n "$NS_S" addr add "$SRV/24" dev "$IF_S"
-ip -n "$NS_C" addr add "$CLI/24" dev "$IF_C"
-for ns in "$NS_S" "$NS_C"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_S" link set "$IF_S" up
-ip -n "$NS_C" link set "$IF_C" up
+netns_pair_up kds "$SRV/24" "$CLI/24" || skip_all "cannot create network namespaces"
 
 # status NS URL: the HTTP status code of a GET
 status() {

@@ -4,7 +4,7 @@
 # harness, then fuzz for a few seconds (bounded). `make fuzz` runs longer.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
+. "$here/lib/lib.sh"
 ktap_header 2
 ktap_fuzz stun
 ktap_finish

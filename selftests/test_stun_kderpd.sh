@@ -4,11 +4,12 @@
 # namespaces joined by a veth pair, IPv4 and IPv6: with --xdp-iface the XDP
 # program answers (its counters move in /debug/varz, the userspace ones do
 # not); without it userspace (one dual-stack socket, -a :PORT) answers with
-# byte-identical replies. Namespaces get random names and are removed by an
-# EXIT trap. Needs root, iproute2, python3 and curl; SKIPs otherwise.
+# byte-identical replies. The namespaces come from lib/netns.sh (unique
+# names, removed on exit). Needs root, iproute2, python3 and curl; SKIPs otherwise.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
+. "$here/lib/lib.sh"
+. "$here/lib/netns.sh"
 
 kderpd=${KDERP_OUTPUT:-.output}/kderpd
 NTESTS=10
@@ -25,20 +26,15 @@ command -v python3 >/dev/null || skip_all "needs python3"
 command -v curl >/dev/null || skip_all "needs curl"
 [ -x "$kderpd" ] || skip_all "kderpd not built"
 
-sfx=$(printf '%06x' $(( (RANDOM << 9 ^ RANDOM ^ $$) & 0xffffff )))
-NS_S=kdkS$sfx NS_C=kdkC$sfx IF_S=ks$sfx IF_C=kc$sfx
 SRV=10.78.0.1 CLI=10.78.0.2 SRV6=fd78::1 CLI6=fd78::2
 work=$(mktemp -d)
 pid=
 
 cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	ip netns del "$NS_S" 2>/dev/null
-	ip netns del "$NS_C" 2>/dev/null
 	rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+at_exit cleanup
 
 # stun_query NS SERVER PORT BIND TXID: print reply hex, "mapped ip port",
 # "self ip port". Turns off TX checksum offload on $IF_C first: veth would
@@ -105,15 +101,7 @@ stop_kderpd() {
 }
 
 # the pair of namespaces
-if ! { ip netns add "$NS_S" && ip netns add "$NS_C" &&
-	ip -n "$NS_S" link add "$IF_S" type veth peer name "$IF_C" netns "$NS_C" &&
-	ip -n "$NS_S" addr add $SRV/24 dev "$IF_S" &&
-	ip -n "$NS_S" addr add $SRV6/64 dev "$IF_S" nodad &&
-	ip -n "$NS_C" addr add $CLI/24 dev "$IF_C" &&
-	ip -n "$NS_C" addr add $CLI6/64 dev "$IF_C" nodad &&
-	ip -n "$NS_S" link set lo up && ip -n "$NS_S" link set "$IF_S" up &&
-	ip -n "$NS_C" link set lo up && ip -n "$NS_C" link set "$IF_C" up; } 2>"$work/ip.err"; then
-	sed 's/^/# /' "$work/ip.err"
+if ! netns_pair_up kdk "$SRV/24 $SRV6/64" "$CLI/24 $CLI6/64"; then
 	skip_all "cannot create namespaces and veth"
 fi
 HTTP_PORT=3340

@@ -42,6 +42,20 @@ ktap_finish() {
 	exit 0
 }
 
+# at_exit CMD...: run CMD when the test exits, however it exits (the last
+# registered runs first). Use it instead of trap ... EXIT, which would
+# replace the one trap that runs them all.
+__at_exit=()
+at_exit() {
+	__at_exit=("$*" "${__at_exit[@]}")
+}
+__run_at_exit() {
+	local c
+	for c in "${__at_exit[@]}"; do eval "$c"; done
+}
+trap __run_at_exit EXIT
+trap 'exit 1' INT TERM
+
 # free_port: print a TCP port on 127.0.0.1 that is free right now.
 free_port() {
 	python3 - <<'EOF' 2>/dev/null || echo $((20000 + RANDOM % 20000))
@@ -71,7 +85,7 @@ ktap_fuzz() {
 	local name=$1 secs=${KDERP_FUZZ_SECS:-5}
 	local fuzzer=${KDERP_OUTPUT:-.output}/fuzz/fuzz_$name
 	local seeds work runs
-	seeds="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fuzz/corpus/$name"
+	seeds="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/fuzz/corpus/$name"
 	if [ ! -x "$fuzzer" ]; then
 		ktap_skip "${name}_seed_corpus" "fuzzer not built (needs clang with libFuzzer)"
 		ktap_skip "${name}_fuzz_${secs}s" "fuzzer not built"
