@@ -491,20 +491,6 @@ static int run(int prog_fd, const struct frame *in, struct frame *out, __u32 *re
 	return 0;
 }
 
-static unsigned int outcome_of(int action)
-{
-	switch (action) {
-	case XDP_TX:
-		return KDERP_STUN_OUT_TX;
-	case XDP_DROP:
-		return KDERP_STUN_OUT_DROP;
-	case XDP_PASS:
-		return KDERP_STUN_OUT_PASS;
-	default:
-		return KDERP_STUN_OUT_ABORTED;
-	}
-}
-
 TEST_F(xdp, table)
 {
 	struct kderp_stun_counter before[KDERP_STUN_NR_COUNTERS], after[KDERP_STUN_NR_COUNTERS];
@@ -540,7 +526,7 @@ TEST_F(xdp, table)
 	af = variant->af_unknown ? KDERP_STUN_AF_UNKNOWN
 		: variant->v6	 ? KDERP_STUN_AF_IPV6
 				 : KDERP_STUN_AF_IPV4;
-	slot = kderp_stun_counter_idx(af, outcome_of(variant->action), variant->end);
+	slot = kderp_stun_counter_idx(af, kderp_stun_outcome_of(variant->action), variant->end);
 	for (unsigned int i = 0; i < KDERP_STUN_NR_COUNTERS; i++) {
 		__u64 dp = after[i].packets - before[i].packets;
 		__u64 db = after[i].bytes - before[i].bytes;
