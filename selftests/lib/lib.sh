@@ -1,15 +1,82 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash
 # lib.sh - helpers for kderp's shell selftests (source it).
 #
-# A shell test prints KTAP through these helpers and ends with ktap_finish,
-# which exits 0 (all passed or skipped), 1 (a failure) or 4 (all skipped).
+# A shell test is a list of shell functions, one per test (xdp-tools'
+# test_runner style):
+#
+#   ALL_TESTS="first_test second_test"
+#   first_test() {
+#       ... || { fail "why"; return; }
+#       [ -x "$tool" ] || { skip "tool not built"; return; }
+#   }
+#   ...
+#   run_all_tests
+#
+# run_all_tests prints the KTAP plan (1..N, N from ALL_TESTS), runs the
+# functions in order in this shell (so a test may use what an earlier one
+# set up), and prints one line per test, named after the function:
+#   return 0                -> ok N name
+#   skip REASON; return     -> ok N name # SKIP REASON
+#   fail [REASON]; return   -> not ok N name # REASON
+#   any other non-zero      -> not ok N name
+# Before run_all_tests, skip_all REASON reports every test as skipped and
+# exits (for a missing binary, no root, ...). The exit status is 0 (all
+# passed or skipped), 1 (a failure) or 4 (everything skipped).
+#
+# Cleanup: at_exit CMD (below). Namespaces: netns.sh.
 
 ksft_skip=4
 __ktap_n=0
 __ktap_pass=0
 __ktap_fail=0
 __ktap_skip=0
+__ktap_why=
 
+# skip REASON / fail [REASON]: end a test function with `skip ...; return`.
+skip() {
+	__ktap_why=$1
+	return "$ksft_skip"
+}
+
+fail() {
+	__ktap_why=${1:-}
+	return 1
+}
+
+# run_all_tests: run $ALL_TESTS and exit with the suite's status.
+run_all_tests() {
+	local t rc
+	# shellcheck disable=SC2086 # ALL_TESTS is a list of words
+	set -- $ALL_TESTS
+	ktap_header $#
+	for t in "$@"; do
+		__ktap_why=
+		"$t"
+		rc=$?
+		case $rc in
+		0) ktap_pass "$t" ;;
+		"$ksft_skip") ktap_skip "$t" "$__ktap_why" ;;
+		*) ktap_fail "$t" "$__ktap_why" ;;
+		esac
+	done
+	ktap_finish
+}
+
+# skip_all REASON: report every test in $ALL_TESTS as skipped, then exit.
+skip_all() {
+	local why=$1 t
+	# shellcheck disable=SC2086
+	set -- $ALL_TESTS
+	ktap_header $#
+	for t in "$@"; do ktap_skip "$t" "$why"; done
+	ktap_finish
+}
+
+# The KTAP primitives run_all_tests uses. Scripts whose tests are rows of a
+# table rather than functions (selftests/vm/ktls_interop.sh) print through
+# them directly: ktap_header COUNT, one ktap_pass/fail/skip per test, and
+# ktap_finish.
 ktap_header() { # ktap_header COUNT
 	echo "TAP version 13"
 	echo "1..$1"
@@ -30,11 +97,6 @@ ktap_skip() { # ktap_skip NAME REASON
 	echo "ok $__ktap_n $1 # SKIP $2"
 }
 
-ktap_check() { # ktap_check NAME CMD... : pass if CMD succeeds
-	local name=$1; shift
-	if "$@"; then ktap_pass "$name"; else ktap_fail "$name"; fi
-}
-
 ktap_finish() {
 	echo "# Totals: pass:$__ktap_pass fail:$__ktap_fail skip:$__ktap_skip"
 	if [ "$__ktap_fail" -gt 0 ]; then exit 1; fi
@@ -47,7 +109,7 @@ ktap_finish() {
 # replace the one trap that runs them all.
 __at_exit=()
 at_exit() {
-	__at_exit=("$*" "${__at_exit[@]}")
+	__at_exit=("$(printf '%q ' "$@")" "${__at_exit[@]}")
 }
 __run_at_exit() {
 	local c
@@ -78,36 +140,42 @@ wait_port() {
 	return 1
 }
 
-# ktap_fuzz NAME: replay selftests/fuzz/corpus/NAME through the libFuzzer
-# harness $KDERP_OUTPUT/fuzz/fuzz_NAME, then fuzz for KDERP_FUZZ_SECS (5 s).
-# Prints two KTAP lines (SKIP if the harness was not built).
-ktap_fuzz() {
-	local name=$1 secs=${KDERP_FUZZ_SECS:-5}
-	local fuzzer=${KDERP_OUTPUT:-.output}/fuzz/fuzz_$name
-	local seeds work runs
-	seeds="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/fuzz/corpus/$name"
-	if [ ! -x "$fuzzer" ]; then
-		ktap_skip "${name}_seed_corpus" "fuzzer not built (needs clang with libFuzzer)"
-		ktap_skip "${name}_fuzz_${secs}s" "fuzzer not built"
-		return
-	fi
+# fuzz_seed_corpus NAME, fuzz_run NAME: test bodies for the libFuzzer
+# harness $KDERP_OUTPUT/fuzz/fuzz_NAME. The first replays the seed corpus
+# selftests/fuzz/corpus/NAME, the second fuzzes from it for KDERP_FUZZ_SECS
+# (default 5) seconds. Both skip if the harness was not built.
+__lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+__fuzz_setup() { # __fuzz_setup NAME: sets fuzzer and work (a scratch corpus copy)
+	fuzzer=${KDERP_OUTPUT:-.output}/fuzz/fuzz_$1
+	[ -x "$fuzzer" ] || return 1
 	work=$(mktemp -d)
 	mkdir -p "$work/corpus"
-	cp "$seeds/"* "$work/corpus/"
-	if "$fuzzer" -runs=0 "$work/corpus" >"$work/replay.log" 2>&1; then
-		ktap_pass "${name}_seed_corpus"
-	else
+	cp "$__lib_dir/../fuzz/corpus/$1/"* "$work/corpus/"
+}
+
+fuzz_seed_corpus() {
+	local fuzzer work rc=0
+	__fuzz_setup "$1" || { skip "fuzzer not built (needs clang with libFuzzer)"; return; }
+	if ! "$fuzzer" -runs=0 "$work/corpus" >"$work/replay.log" 2>&1; then
 		sed 's/^/# /' "$work/replay.log" | tail -n 30
-		ktap_fail "${name}_seed_corpus"
+		rc=1
 	fi
+	rm -rf "$work"
+	return $rc
+}
+
+fuzz_run() {
+	local secs=${KDERP_FUZZ_SECS:-5} fuzzer work runs rc=0
+	__fuzz_setup "$1" || { skip "fuzzer not built"; return; }
 	if timeout $((secs + 30)) "$fuzzer" -max_total_time="$secs" -timeout=5 -rss_limit_mb=1024 \
 		-artifact_prefix="$work/" "$work/corpus" >"$work/fuzz.log" 2>&1; then
 		runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$work/fuzz.log")
 		echo "# ${runs:-?} inputs in ${secs} s"
-		ktap_pass "${name}_fuzz_${secs}s"
 	else
 		sed 's/^/# /' "$work/fuzz.log" | tail -n 30
-		ktap_fail "${name}_fuzz_${secs}s"
+		rc=1
 	fi
 	rm -rf "$work"
+	return $rc
 }

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash
 # netns.sh - two fresh network namespaces, "server" and "client", joined by a
 # veth pair, for the shell selftests (source it; lib/netns.c is the same for
 # C tests). Needs root and iproute2.
@@ -13,7 +14,7 @@
 #   netns_pair_down
 #	Removes both namespaces (and so the veth pair), if they exist.
 
-NS_S= NS_C= IF_S= IF_C=
+NS_S='' NS_C='' IF_S='' IF_C=''
 
 netns_pair_up() {
 	local tag=$1 srv_addrs=$2 cli_addrs=$3 sfx err
@@ -48,6 +49,6 @@ __netns_build() { # __netns_build "SRV_CIDR..." "CLI_CIDR..."
 netns_pair_down() {
 	[ -n "$NS_S" ] && ip netns del "$NS_S" 2>/dev/null
 	[ -n "$NS_C" ] && ip netns del "$NS_C" 2>/dev/null
-	NS_S= NS_C=
+	NS_S='' NS_C=''
 	return 0
 }
