@@ -21,6 +21,7 @@
 #define KDERP_ABI_H
 
 #include <linux/types.h>
+#include <linux/bpf.h> /* enum xdp_action, for kderp_stun_outcome_of() */
 
 /* ---- common ---------------------------------------------------------- */
 
@@ -109,6 +110,21 @@ KDERP_ABI_OFF(struct kderp_stun_counter, bytes, 8);
 static inline __u32 kderp_stun_counter_idx(__u32 af, __u32 outcome, __u32 end)
 {
 	return (af * KDERP_STUN_NR_OUT + outcome) * KDERP_STUN_NR_END + end;
+}
+
+/* The outcome counted for an XDP action (enum xdp_action); both sides use this. */
+static inline __u32 kderp_stun_outcome_of(int action)
+{
+	switch (action) {
+	case XDP_TX:
+		return KDERP_STUN_OUT_TX;
+	case XDP_DROP:
+		return KDERP_STUN_OUT_DROP;
+	case XDP_PASS:
+		return KDERP_STUN_OUT_PASS;
+	default:
+		return KDERP_STUN_OUT_ABORTED;
+	}
 }
 
 /* ---- state plane (kern/state.bpf.c, user/statemap.c, tools/kderpctl) ---- */

@@ -399,20 +399,6 @@ static __always_inline int stun_handle(struct xdp_md *ctx, struct verdict *v)
 	return reply6(ctx);
 }
 
-static __always_inline __u32 outcome_of(int action)
-{
-	switch (action) {
-	case XDP_TX:
-		return KDERP_STUN_OUT_TX;
-	case XDP_DROP:
-		return KDERP_STUN_OUT_DROP;
-	case XDP_PASS:
-		return KDERP_STUN_OUT_PASS;
-	default:
-		return KDERP_STUN_OUT_ABORTED;
-	}
-}
-
 SEC("xdp")
 int KDERP_PROG_STUN_XDP(struct xdp_md *ctx)
 {
@@ -423,7 +409,7 @@ int KDERP_PROG_STUN_XDP(struct xdp_md *ctx)
 
 	action = stun_handle(ctx, &v);
 
-	idx = kderp_stun_counter_idx(v.af, outcome_of(action), v.end);
+	idx = kderp_stun_counter_idx(v.af, kderp_stun_outcome_of(action), v.end);
 	c = bpf_map_lookup_elem(&KDERP_MAP_STUN_CNT, &idx);
 	if (c) {
 		/* per-CPU slot: XDP does not nest on one CPU, plain adds suffice */

@@ -199,11 +199,17 @@ static inline int __harness_str_report(const char *file, int line, const char *e
 
 /* Fixtures. */
 #define FIXTURE_DATA(fix_) struct __fixture_##fix_##_data
+#define FIXTURE_VARIANT(fix_) struct __fixture_##fix_##_variant
+/*
+ * FIXTURE declares the fixture's variant type, so `variant` has a type even in
+ * a fixture that never defines FIXTURE_VARIANT (it is then NULL and points to
+ * an incomplete struct: using it is a compile error, not a crash).
+ */
 #define FIXTURE(fix_)                                                             \
+	FIXTURE_VARIANT(fix_);                                                    \
 	static struct __fixture_metadata __fixture_meta_##fix_ = {.name = #fix_}; \
 	FIXTURE_DATA(fix_)
 
-#define FIXTURE_VARIANT(fix_) struct __fixture_##fix_##_variant
 #define FIXTURE_VARIANT_ADD(fix_, vname)                                                      \
 	static const FIXTURE_VARIANT(fix_) __variant_##fix_##_##vname;                        \
 	static struct __fixture_variant_metadata __variant_meta_##fix_##_##vname = {          \
@@ -217,49 +223,48 @@ static inline int __harness_str_report(const char *file, int line, const char *e
 	static const FIXTURE_VARIANT(fix_) __variant_##fix_##_##vname =
 
 /*
- * A fixture without FIXTURE_VARIANT still needs the variant type to exist
- * for the setup/teardown signatures; an empty struct is declared lazily by
- * tests that use variants. Setup/teardown receive the variant as a const void*
- * cast to the right type through the `variant` macro-visible name.
+ * Setup, teardown and TEST_F bodies see `_metadata`, `self` (the fixture
+ * data) and `variant`, a `const FIXTURE_VARIANT(fix) *` to the variant being
+ * run (NULL in a fixture without variants).
  */
 #define FIXTURE_SETUP(fix_)                                                                      \
 	static void __setup_##fix_(struct __test_metadata *_metadata, FIXTURE_DATA(fix_) * self, \
-				   const void *__variant)
+				   const FIXTURE_VARIANT(fix_) * variant)
 #define FIXTURE_TEARDOWN(fix_)                                           \
 	static void __teardown_##fix_(struct __test_metadata *_metadata, \
-				      FIXTURE_DATA(fix_) * self, const void *__variant)
-
-/* Inside setup/teardown/TEST_F of a fixture with variants, use VARIANT(fixture). */
-#define VARIANT(fix_) ((const FIXTURE_VARIANT(fix_) *)__variant)
+				      FIXTURE_DATA(fix_) * self,         \
+				      const FIXTURE_VARIANT(fix_) * variant)
 
 #define TEST_F(fix_, tname_) TEST_F_TIMEOUT(fix_, tname_, TEST_TIMEOUT_DEFAULT)
-#define TEST_F_TIMEOUT(fix_, tname_, secs)                                                      \
-	static void __test_##fix_##_##tname_(struct __test_metadata *_metadata,                 \
-					     FIXTURE_DATA(fix_) * self, const void *__variant); \
-	static void __wrap_##fix_##_##tname_(struct __test_metadata *m, const void *v)          \
-	{                                                                                       \
-		FIXTURE_DATA(fix_) self_data;                                                   \
-		memset(&self_data, 0, sizeof(self_data));                                       \
-		if (setjmp(m->env) == 0) {                                                      \
-			__setup_##fix_(m, &self_data, v);                                       \
-			if (!m->skipped && !m->failed)                                          \
-				__test_##fix_##_##tname_(m, &self_data, v);                     \
-		}                                                                               \
-		if (setjmp(m->env) == 0)                                                        \
-			__teardown_##fix_(m, &self_data, v);                                    \
-	}                                                                                       \
-	static struct __test_metadata __meta_##fix_##_##tname_ = {                              \
-		.name = #tname_,                                                                \
-		.fixture = &__fixture_meta_##fix_,                                              \
-		.fn = __wrap_##fix_##_##tname_,                                                 \
-		.timeout = secs,                                                                \
-	};                                                                                      \
-	static void __attribute__((constructor)) __reg_##fix_##_##tname_(void)                  \
-	{                                                                                       \
-		__register_test(&__meta_##fix_##_##tname_);                                     \
-	}                                                                                       \
-	static void __test_##fix_##_##tname_(struct __test_metadata *_metadata,                 \
-					     FIXTURE_DATA(fix_) * self, const void *__variant)
+#define TEST_F_TIMEOUT(fix_, tname_, secs)                                             \
+	static void __test_##fix_##_##tname_(struct __test_metadata *_metadata,        \
+					     FIXTURE_DATA(fix_) * self,                \
+					     const FIXTURE_VARIANT(fix_) * variant);   \
+	static void __wrap_##fix_##_##tname_(struct __test_metadata *m, const void *v) \
+	{                                                                              \
+		FIXTURE_DATA(fix_) self_data;                                          \
+		memset(&self_data, 0, sizeof(self_data));                              \
+		if (setjmp(m->env) == 0) {                                             \
+			__setup_##fix_(m, &self_data, v);                              \
+			if (!m->skipped && !m->failed)                                 \
+				__test_##fix_##_##tname_(m, &self_data, v);            \
+		}                                                                      \
+		if (setjmp(m->env) == 0)                                               \
+			__teardown_##fix_(m, &self_data, v);                           \
+	}                                                                              \
+	static struct __test_metadata __meta_##fix_##_##tname_ = {                     \
+		.name = #tname_,                                                       \
+		.fixture = &__fixture_meta_##fix_,                                     \
+		.fn = __wrap_##fix_##_##tname_,                                        \
+		.timeout = secs,                                                       \
+	};                                                                             \
+	static void __attribute__((constructor)) __reg_##fix_##_##tname_(void)         \
+	{                                                                              \
+		__register_test(&__meta_##fix_##_##tname_);                            \
+	}                                                                              \
+	static void __test_##fix_##_##tname_(struct __test_metadata *_metadata,        \
+					     FIXTURE_DATA(fix_) * self,                \
+					     const FIXTURE_VARIANT(fix_) * variant)
 
 static inline void __harness_full_name(char *buf, size_t len, const struct __test_metadata *t,
 				       const struct __fixture_variant_metadata *v)

@@ -2,7 +2,7 @@
 /*
  * test_badinput.c - hostile and broken clients must not hurt the relay.
  *
- * Every test starts its own server (derp_daemon.h) with two healthy clients
+ * Every test starts its own server (lib/derp_daemon.h) with two healthy clients
  * A and B already relaying, sends one kind of bad input on another
  * connection, and then checks that
  *   (a) the offending connection is closed (EOF or reset) within a deadline,
@@ -13,6 +13,8 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
+
+#include <sodium.h>
 
 #include "harness.h"
 #include "derpc.h"
@@ -27,29 +29,32 @@ struct env {
 	struct derpc a, b;
 };
 
-static void env_setup(struct __test_metadata *_metadata, struct env *e)
+/*
+ * One fixture for every case: a server with A and B relaying. The test names
+ * say which layer a case attacks: http_*, client_info_*, frame_*, load_*.
+ */
+FIXTURE(badinput)
 {
-	int err;
+	struct env e;
+};
 
-	signal(SIGPIPE, SIG_IGN);
+FIXTURE_SETUP(badinput)
+{
+	struct env *e = &self->e;
+
 	derpc_init(&e->a, NULL);
 	derpc_init(&e->b, NULL);
-	err = dd_start(&e->d, NULL);
-	if (err == -ENOENT)
-		TH_LOG("no server binary: set KDERP_OUTPUT (make test does) or KDERP_DAEMON");
-	ASSERT_EQ(0, err);
-	ASSERT_EQ(0, dd_connect(&e->d, &e->a));
-	ASSERT_EQ(0, dd_connect(&e->d, &e->b));
+	dd_setup(_metadata, &e->d, NULL);
+	dd_client(_metadata, &e->d, &e->a);
+	dd_client(_metadata, &e->d, &e->b);
 	ASSERT_LE(0, dd_relay_once(&e->a, &e->b, RELAY_DEADLINE_MS));
 }
 
-static void env_teardown(struct __test_metadata *_metadata, struct env *e)
+FIXTURE_TEARDOWN(badinput)
 {
-	if (_metadata->failed)
-		dd_dump_log(&e->d, 30);
-	derpc_close(&e->a);
-	derpc_close(&e->b);
-	dd_stop(&e->d);
+	derpc_close(&self->e.a);
+	derpc_close(&self->e.b);
+	dd_teardown(_metadata, &self->e.d);
 }
 
 /* (b) and (c): the old pair, a new pair, and the process are all fine. */
@@ -108,21 +113,6 @@ static void check_logged(struct __test_metadata *_metadata, struct env *e, long 
 
 /* ---- HTTP layer ---- */
 
-FIXTURE(http)
-{
-	struct env e;
-};
-
-FIXTURE_SETUP(http)
-{
-	env_setup(_metadata, &self->e);
-}
-
-FIXTURE_TEARDOWN(http)
-{
-	env_teardown(_metadata, &self->e);
-}
-
 /* Read a whole response head (or nothing) and the close; the status or 0. */
 static int read_status_then_close(struct __test_metadata *_metadata, struct derpc *c,
 				  int timeout_ms)
@@ -146,7 +136,7 @@ static int read_status_then_close(struct __test_metadata *_metadata, struct derp
 	return status;
 }
 
-TEST_F(http, not_http)
+TEST_F(badinput, http_not_http)
 {
 	uint8_t junk[4096];
 	struct derpc c;
@@ -172,7 +162,7 @@ TEST_F(http, not_http)
 	check_healthy(_metadata, &self->e);
 }
 
-TEST_F(http, long_request_line)
+TEST_F(badinput, http_long_request_line)
 {
 	size_t len = 100 << 10;
 	char *req = malloc(len + 256);
@@ -234,7 +224,7 @@ static int send_huge_headers(struct __test_metadata *_metadata, struct env *e)
 	return st;
 }
 
-TEST_F(http, huge_headers)
+TEST_F(badinput, http_huge_headers)
 {
 	long rss0, rss1;
 	int st;
@@ -345,12 +335,12 @@ static void slowloris(struct __test_metadata *_metadata, struct env *e, bool aft
 	check_healthy(_metadata, e);
 }
 
-TEST_F_TIMEOUT(http, slowloris_request, 40)
+TEST_F_TIMEOUT(badinput, http_slowloris_request, 40)
 {
 	slowloris(_metadata, &self->e, false);
 }
 
-TEST_F_TIMEOUT(http, slowloris_client_info, 40)
+TEST_F_TIMEOUT(badinput, http_slowloris_client_info, 40)
 {
 	slowloris(_metadata, &self->e, true);
 }
@@ -369,60 +359,9 @@ enum ci_kind {
 	CI_EMPTY_MESH_KEY,
 	CI_NOT_CLIENT_INFO,
 	CI_SHORT,
-	CI_JSON, /* the variant's JSON, sealed correctly */
+	CI_JSON, /* the case's JSON, sealed correctly */
 	CI_DEEP_JSON, /* 100,000 nested arrays */
 };
-
-FIXTURE(client_info)
-{
-	struct env e;
-};
-
-FIXTURE_VARIANT(client_info)
-{
-	enum ci_kind kind;
-	const char *json;
-};
-
-FIXTURE_VARIANT_ADD(client_info, garbage_box){.kind = CI_GARBAGE_BOX};
-FIXTURE_VARIANT_ADD(client_info, wrong_key){.kind = CI_WRONG_KEY};
-FIXTURE_VARIANT_ADD(client_info, truncated){.kind = CI_TRUNCATED};
-FIXTURE_VARIANT_ADD(client_info, over_256k){.kind = CI_TOO_BIG};
-FIXTURE_VARIANT_ADD(client_info, len_ffffffff){.kind = CI_LEN_MAX};
-FIXTURE_VARIANT_ADD(client_info, zero_key){.kind = CI_ZERO_KEY};
-FIXTURE_VARIANT_ADD(client_info, low_order_key){.kind = CI_LOW_ORDER_KEY};
-FIXTURE_VARIANT_ADD(client_info, bad_json){.kind = CI_BAD_JSON};
-FIXTURE_VARIANT_ADD(client_info, empty_mesh_key){.kind = CI_EMPTY_MESH_KEY};
-FIXTURE_VARIANT_ADD(client_info, not_client_info){.kind = CI_NOT_CLIENT_INFO};
-FIXTURE_VARIANT_ADD(client_info, under_56){.kind = CI_SHORT};
-FIXTURE_VARIANT_ADD(client_info, json_string_version){
-	.kind = CI_JSON,
-	.json = "{\"version\":\"2\",\"CanAckPings\":true}",
-};
-FIXTURE_VARIANT_ADD(client_info, json_trailing_garbage){
-	.kind = CI_JSON,
-	.json = "{\"version\":2,\"CanAckPings\":true} x",
-};
-FIXTURE_VARIANT_ADD(client_info, json_array){.kind = CI_JSON, .json = "[2,true]"};
-FIXTURE_VARIANT_ADD(client_info, json_mesh_key_short){
-	.kind = CI_JSON,
-	.json = "{\"meshKey\":\"badf00d\",\"version\":2,\"CanAckPings\":true}",
-};
-FIXTURE_VARIANT_ADD(client_info, json_mesh_key_null){
-	.kind = CI_JSON,
-	.json = "{\"meshKey\":null,\"version\":2,\"CanAckPings\":true}",
-};
-FIXTURE_VARIANT_ADD(client_info, json_deep_nesting){.kind = CI_DEEP_JSON};
-
-FIXTURE_SETUP(client_info)
-{
-	env_setup(_metadata, &self->e);
-}
-
-FIXTURE_TEARDOWN(client_info)
-{
-	env_teardown(_metadata, &self->e);
-}
 
 /* A Curve25519 point of order 8: X25519 with it gives the all-zero secret. */
 static const uint8_t low_order_point[DERP_KEY_LEN] = {
@@ -449,9 +388,16 @@ static size_t seal_with_zero_secret(uint8_t *out, const char *json)
 	return DERP_KEY_LEN + DERP_NONCE_LEN + DERP_BOX_OVERHEAD + jlen;
 }
 
-TEST_F(client_info, closes_connection)
+struct ci_case {
+	enum ci_kind kind;
+	const char *json;
+};
+
+/* A bad ClientInfo (or none) after the upgrade: closed, logged, nobody else hurt. */
+static void client_info_closes(struct __test_metadata *_metadata, struct env *e,
+			       const struct ci_case *v)
 {
-	enum ci_kind kind = VARIANT(client_info)->kind;
+	enum ci_kind kind = v->kind;
 	size_t cap = 300 << 10;
 	uint8_t *buf = malloc(DERP_FRAME_HEADER_LEN + cap);
 	uint8_t *p = buf + DERP_FRAME_HEADER_LEN;
@@ -465,13 +411,12 @@ TEST_F(client_info, closes_connection)
 	int n, err;
 
 	ASSERT_NE(NULL, buf);
-	ASSERT_EQ(0, dd_upgraded(&self->e.d, &c));
-	log0 = dd_log_size(&self->e.d);
+	ASSERT_EQ(0, dd_upgraded(&e->d, &c));
+	log0 = dd_log_size(&e->d);
 	dd_local_addr(&c, addr, sizeof(addr));
 	switch (kind) {
 	case CI_JSON:
-		n = derpc_build_client_info(&c.key, c.server_pub, VARIANT(client_info)->json, p,
-					    cap);
+		n = derpc_build_client_info(&c.key, c.server_pub, v->json, p, cap);
 		ASSERT_LT(0, n);
 		len = (size_t)n;
 		break;
@@ -529,7 +474,7 @@ TEST_F(client_info, closes_connection)
 		break;
 	case CI_NOT_CLIENT_INFO:
 		/* a well-formed SendPacket where ClientInfo must come */
-		memcpy(p, self->e.b.key.pub, DERP_KEY_LEN);
+		memcpy(p, e->b.key.pub, DERP_KEY_LEN);
 		memset(p + DERP_KEY_LEN, 0x55, 16);
 		len = DERP_KEY_LEN + 16;
 		break;
@@ -571,48 +516,46 @@ TEST_F(client_info, closes_connection)
 	derpc_close(&c);
 	free(buf);
 	ASSERT_EQ(0, err);
-	check_logged(_metadata, &self->e, log0, addr);
-	check_healthy(_metadata, &self->e);
+	check_logged(_metadata, e, log0, addr);
+	check_healthy(_metadata, e);
 }
+
+/* One test per bad ClientInfo: badinput.client_info_NAME. */
+#define CLIENT_INFO_CASE(name_, ...)                           \
+	TEST_F(badinput, client_info_##name_)                  \
+	{                                                      \
+		static const struct ci_case c = {__VA_ARGS__}; \
+		client_info_closes(_metadata, &self->e, &c);   \
+	}
+
+CLIENT_INFO_CASE(garbage_box, .kind = CI_GARBAGE_BOX)
+CLIENT_INFO_CASE(wrong_key, .kind = CI_WRONG_KEY)
+CLIENT_INFO_CASE(truncated, .kind = CI_TRUNCATED)
+CLIENT_INFO_CASE(over_256k, .kind = CI_TOO_BIG)
+CLIENT_INFO_CASE(len_ffffffff, .kind = CI_LEN_MAX)
+CLIENT_INFO_CASE(zero_key, .kind = CI_ZERO_KEY)
+CLIENT_INFO_CASE(low_order_key, .kind = CI_LOW_ORDER_KEY)
+CLIENT_INFO_CASE(bad_json, .kind = CI_BAD_JSON)
+CLIENT_INFO_CASE(empty_mesh_key, .kind = CI_EMPTY_MESH_KEY)
+CLIENT_INFO_CASE(not_client_info, .kind = CI_NOT_CLIENT_INFO)
+CLIENT_INFO_CASE(under_56, .kind = CI_SHORT)
+CLIENT_INFO_CASE(json_string_version, .kind = CI_JSON,
+		 .json = "{\"version\":\"2\",\"CanAckPings\":true}")
+CLIENT_INFO_CASE(json_trailing_garbage, .kind = CI_JSON,
+		 .json = "{\"version\":2,\"CanAckPings\":true} x")
+CLIENT_INFO_CASE(json_array, .kind = CI_JSON, .json = "[2,true]")
+CLIENT_INFO_CASE(json_mesh_key_short, .kind = CI_JSON,
+		 .json = "{\"meshKey\":\"badf00d\",\"version\":2,\"CanAckPings\":true}")
+CLIENT_INFO_CASE(json_mesh_key_null, .kind = CI_JSON,
+		 .json = "{\"meshKey\":null,\"version\":2,\"CanAckPings\":true}")
+CLIENT_INFO_CASE(json_deep_nesting, .kind = CI_DEEP_JSON)
 
 /* ---- frames after the handshake ---- */
 
-FIXTURE(frame)
+/* A frame a regular client may not send, or with a bad length: closed, logged. */
+static void frame_closes(struct __test_metadata *_metadata, struct env *e, uint8_t type,
+			 uint32_t len)
 {
-	struct env e;
-};
-
-FIXTURE_VARIANT(frame)
-{
-	uint8_t type;
-	uint32_t len;
-};
-
-FIXTURE_VARIANT_ADD(frame, send_packet_31){.type = DERP_FRAME_SEND_PACKET, .len = 31};
-FIXTURE_VARIANT_ADD(frame, send_packet_65569){.type = DERP_FRAME_SEND_PACKET, .len = 65569};
-FIXTURE_VARIANT_ADD(frame, note_preferred_0){.type = DERP_FRAME_NOTE_PREFERRED, .len = 0};
-FIXTURE_VARIANT_ADD(frame, note_preferred_2){.type = DERP_FRAME_NOTE_PREFERRED, .len = 2};
-FIXTURE_VARIANT_ADD(frame, ping_7){.type = DERP_FRAME_PING, .len = 7};
-FIXTURE_VARIANT_ADD(frame, ping_1001){.type = DERP_FRAME_PING, .len = 1001};
-FIXTURE_VARIANT_ADD(frame, watch_conns_not_mesh){.type = DERP_FRAME_WATCH_CONNS, .len = 0};
-FIXTURE_VARIANT_ADD(frame, close_peer_not_mesh){.type = DERP_FRAME_CLOSE_PEER, .len = 32};
-FIXTURE_VARIANT_ADD(frame, forward_packet_not_mesh){.type = DERP_FRAME_FORWARD_PACKET,
-						    .len = 64 + 100};
-
-FIXTURE_SETUP(frame)
-{
-	env_setup(_metadata, &self->e);
-}
-
-FIXTURE_TEARDOWN(frame)
-{
-	env_teardown(_metadata, &self->e);
-}
-
-TEST_F(frame, closes_connection)
-{
-	uint8_t type = VARIANT(frame)->type;
-	uint32_t len = VARIANT(frame)->len;
 	uint8_t *payload = calloc(1, len + 1);
 	struct derpc x;
 	char addr[32];
@@ -620,15 +563,15 @@ TEST_F(frame, closes_connection)
 	int err;
 
 	ASSERT_NE(NULL, payload);
-	log0 = dd_log_size(&self->e.d);
-	ASSERT_EQ(0, dd_connect(&self->e.d, &x));
+	log0 = dd_log_size(&e->d);
+	ASSERT_EQ(0, dd_connect(&e->d, &x));
 	dd_local_addr(&x, addr, sizeof(addr));
 	/* address B where a key goes, so a wrongly accepted frame would touch it */
 	if (len >= DERP_KEY_LEN)
-		memcpy(payload, self->e.b.key.pub, DERP_KEY_LEN);
+		memcpy(payload, e->b.key.pub, DERP_KEY_LEN);
 	if (type == DERP_FRAME_FORWARD_PACKET) {
 		memcpy(payload, x.key.pub, DERP_KEY_LEN);
-		memcpy(payload + DERP_KEY_LEN, self->e.b.key.pub, DERP_KEY_LEN);
+		memcpy(payload + DERP_KEY_LEN, e->b.key.pub, DERP_KEY_LEN);
 	}
 	if (type == DERP_FRAME_NOTE_PREFERRED && len)
 		memset(payload, 1, len);
@@ -638,26 +581,28 @@ TEST_F(frame, closes_connection)
 	err = derpc_wait_closed(&x, CLOSE_DEADLINE_MS);
 	derpc_close(&x);
 	ASSERT_EQ(0, err);
-	check_logged(_metadata, &self->e, log0, addr);
-	check_healthy(_metadata, &self->e);
+	check_logged(_metadata, e, log0, addr);
+	check_healthy(_metadata, e);
 }
+
+/* One test per bad frame: badinput.frame_NAME. */
+#define FRAME_CASE(name_, type_, len_)                          \
+	TEST_F(badinput, frame_##name_)                         \
+	{                                                       \
+		frame_closes(_metadata, &self->e, type_, len_); \
+	}
+
+FRAME_CASE(send_packet_31, DERP_FRAME_SEND_PACKET, 31)
+FRAME_CASE(send_packet_65569, DERP_FRAME_SEND_PACKET, 65569)
+FRAME_CASE(note_preferred_0, DERP_FRAME_NOTE_PREFERRED, 0)
+FRAME_CASE(note_preferred_2, DERP_FRAME_NOTE_PREFERRED, 2)
+FRAME_CASE(ping_7, DERP_FRAME_PING, 7)
+FRAME_CASE(ping_1001, DERP_FRAME_PING, 1001)
+FRAME_CASE(watch_conns_not_mesh, DERP_FRAME_WATCH_CONNS, 0)
+FRAME_CASE(close_peer_not_mesh, DERP_FRAME_CLOSE_PEER, 32)
+FRAME_CASE(forward_packet_not_mesh, DERP_FRAME_FORWARD_PACKET, 64 + 100)
 
 /* ---- resource exhaustion ---- */
-
-FIXTURE(load)
-{
-	struct env e;
-};
-
-FIXTURE_SETUP(load)
-{
-	env_setup(_metadata, &self->e);
-}
-
-FIXTURE_TEARDOWN(load)
-{
-	env_teardown(_metadata, &self->e);
-}
 
 /*
  * Probe whether key is registered: a disco packet to an unknown key makes
@@ -731,7 +676,7 @@ static void *flood_loop(void *arg)
 	return NULL;
 }
 
-TEST_F_TIMEOUT(load, receiver_never_reads, 90)
+TEST_F_TIMEOUT(badinput, load_receiver_never_reads, 90)
 {
 	struct env *e = &self->e;
 	struct flooder f = {0};
@@ -904,13 +849,13 @@ static void slow_reader_run(struct __test_metadata *_metadata, struct env *e, in
 	check_healthy(_metadata, e);
 }
 
-TEST_F_TIMEOUT(load, slow_reader_does_not_stall_sender, 90)
+TEST_F_TIMEOUT(badinput, load_slow_reader_does_not_stall_sender, 90)
 {
 	slow_reader_run(_metadata, &self->e, 1);
 }
 
 /* R keeps up part of the time, so its socket is often writable */
-TEST_F_TIMEOUT(load, half_speed_reader_does_not_stall_sender, 90)
+TEST_F_TIMEOUT(badinput, load_half_speed_reader_does_not_stall_sender, 90)
 {
 	slow_reader_run(_metadata, &self->e, 64);
 }
@@ -921,7 +866,7 @@ TEST_F_TIMEOUT(load, half_speed_reader_does_not_stall_sender, 90)
  * Unknown frame types have no size limit: a 16 MiB one must be skipped as
  * it streams in, not buffered, and the connection stays usable.
  */
-TEST_F_TIMEOUT(load, huge_unknown_frame_is_skipped, 60)
+TEST_F_TIMEOUT(badinput, load_huge_unknown_frame_is_skipped, 60)
 {
 	struct env *e = &self->e;
 	uint8_t hdr[DERP_FRAME_HEADER_LEN], chunk[64 << 10];
@@ -956,7 +901,7 @@ TEST_F_TIMEOUT(load, huge_unknown_frame_is_skipped, 60)
  * 5,000 connections opened and closed, some bare, some after the upgrade,
  * some after the full handshake; the server's fd count must come back.
  */
-TEST_F_TIMEOUT(load, connection_churn, 90)
+TEST_F_TIMEOUT(badinput, load_connection_churn, 90)
 {
 	struct env *e = &self->e;
 	struct derpc ring[CHURN_WINDOW];
@@ -1031,7 +976,7 @@ static const char partial_request[] = "GET /derp HTTP/1.1\r\nHost: 1";
  * right after it (with a packet queued behind it), and in the middle of a
  * SendPacket. No fd may leak and the pair must keep relaying.
  */
-TEST_F_TIMEOUT(load, resets_at_every_stage, 60)
+TEST_F_TIMEOUT(badinput, load_resets_at_every_stage, 60)
 {
 	struct env *e = &self->e;
 	uint8_t buf[DERP_FRAME_HEADER_LEN + 512], pkt[200];

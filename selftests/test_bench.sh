@@ -10,30 +10,23 @@
 # 3. Nothing listens: kderp-bench exits 2 with a handshake error.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-. selftests/lib.sh
+# shellcheck source=selftests/lib/lib.sh
+. selftests/lib/lib.sh
+
+ALL_TESTS="lossless_counts_exact server_close_mid_run handshake_refused"
 
 out=${KDERP_OUTPUT:-.output}
 bench=$out/kderp-bench
 kderpd=$out/kderpd
-
-ktap_header 3
-if [ ! -x "$kderpd" ] || [ ! -x "$bench" ]; then
-	for t in lossless_counts_exact server_close_mid_run handshake_refused; do
-		ktap_skip "$t" "kderpd or kderp-bench not built"
-	done
-	ktap_finish
-fi
+[ -x "$kderpd" ] && [ -x "$bench" ] || skip_all "kderpd or kderp-bench not built"
 
 tmp=$(mktemp -d)
 srv_pid=
 cleanup() {
-	if [ -n "$srv_pid" ]; then
-		kill "$srv_pid" 2>/dev/null
-		wait "$srv_pid" 2>/dev/null
-	fi
+	stop_server
 	rm -rf "$tmp"
 }
-trap cleanup EXIT
+at_exit cleanup
 
 start_server() { # start_server PORT
 	"$kderpd" -a "127.0.0.1:$1" --stun=false -c "$tmp/key.json" >"$tmp/server.log" 2>&1 &
@@ -42,8 +35,10 @@ start_server() { # start_server PORT
 }
 
 stop_server() {
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
+	if [ -n "$srv_pid" ]; then
+		kill "$srv_pid" 2>/dev/null
+		wait "$srv_pid" 2>/dev/null
+	fi
 	srv_pid=
 }
 
@@ -52,15 +47,15 @@ json_get() {
 	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[-1][sys.argv[2]])' "$1" "$2"
 }
 
-# 1. lossless: 4 pairs, 40 Mbit/s of 1,400-byte packets for 1 s.
-port=$(free_port)
-if ! start_server "$port"; then
-	ktap_fail lossless_counts_exact "kderpd did not start"
-	ktap_skip server_close_mid_run "kderpd did not start"
-else
+# lossless: 4 pairs, 40 Mbit/s of 1,400-byte packets for 1 s.
+lossless_counts_exact() {
+	local port rc sent recv reord bad
+	port=$(free_port)
+	start_server "$port" || { fail "kderpd did not start"; return; }
 	timeout 60 "$bench" throughput -s "127.0.0.1:$port" -p 4 -S 1400 -r 40 -t 1 \
 		--json "$tmp/r.json" >"$tmp/out1" 2>&1
 	rc=$?
+	stop_server
 	sent=$(json_get "$tmp/r.json" sent 2>/dev/null)
 	recv=$(json_get "$tmp/r.json" received 2>/dev/null)
 	reord=$(json_get "$tmp/r.json" reordered 2>/dev/null)
@@ -69,49 +64,46 @@ else
 	# 40 Mbit/s for 1 s is about 3,571 packets; expect most of them sent.
 	if [ "$rc" -eq 0 ] && [ -n "$sent" ] && [ "$sent" -gt 3000 ] && [ "$sent" = "$recv" ] &&
 		[ "$reord" = 0 ] && [ "$bad" = 0 ]; then
-		ktap_pass lossless_counts_exact
-	else
-		sed 's/^/# /' "$tmp/out1"
-		ktap_fail lossless_counts_exact "sent=$sent received=$recv"
+		return 0
 	fi
-	stop_server
+	sed 's/^/# /' "$tmp/out1"
+	fail "sent=$sent received=$recv"
+}
 
-	# 2. the server dies one second into a five-second run.
+# the server dies one second into a five-second run.
+server_close_mid_run() {
+	local port bpid rc start took
 	port=$(free_port)
-	if ! start_server "$port"; then
-		ktap_fail server_close_mid_run "kderpd did not start"
-	else
-		timeout 60 "$bench" throughput -s "127.0.0.1:$port" -p 2 -S 1400 -r 20 -t 5 \
-			>"$tmp/out2" 2>&1 &
-		bpid=$!
-		sleep 1
-		kill -9 "$srv_pid" 2>/dev/null
-		wait "$srv_pid" 2>/dev/null
-		srv_pid=
-		start=$(date +%s)
-		wait "$bpid"
-		rc=$?
-		took=$(($(date +%s) - start))
-		echo "# exit $rc after ${took}s: $(grep -m1 FAILED "$tmp/out2")"
-		if [ "$rc" -eq 3 ] && grep -q 'FAILED: server closed' "$tmp/out2" &&
-			grep -q 'packets sent' "$tmp/out2" && [ "$took" -le 3 ]; then
-			ktap_pass server_close_mid_run
-		else
-			sed 's/^/# /' "$tmp/out2"
-			ktap_fail server_close_mid_run "exit $rc"
-		fi
+	start_server "$port" || { fail "kderpd did not start"; return; }
+	timeout 60 "$bench" throughput -s "127.0.0.1:$port" -p 2 -S 1400 -r 20 -t 5 \
+		>"$tmp/out2" 2>&1 &
+	bpid=$!
+	sleep 1
+	kill -9 "$srv_pid" 2>/dev/null
+	wait "$srv_pid" 2>/dev/null
+	srv_pid=
+	start=$(date +%s)
+	wait "$bpid"
+	rc=$?
+	took=$(($(date +%s) - start))
+	echo "# exit $rc after ${took}s: $(grep -m1 FAILED "$tmp/out2")"
+	if [ "$rc" -eq 3 ] && grep -q 'FAILED: server closed' "$tmp/out2" &&
+		grep -q 'packets sent' "$tmp/out2" && [ "$took" -le 3 ]; then
+		return 0
 	fi
-fi
+	sed 's/^/# /' "$tmp/out2"
+	fail "exit $rc"
+}
 
-# 3. nothing listens on the port.
-port=$(free_port)
-timeout 30 "$bench" throughput -s "127.0.0.1:$port" -p 1 -t 1 >"$tmp/out3" 2>&1
-rc=$?
-if [ "$rc" -eq 2 ] && grep -q 'handshake with 127.0.0.1' "$tmp/out3"; then
-	ktap_pass handshake_refused
-else
+# nothing listens on the port.
+handshake_refused() {
+	local port rc
+	port=$(free_port)
+	timeout 30 "$bench" throughput -s "127.0.0.1:$port" -p 1 -t 1 >"$tmp/out3" 2>&1
+	rc=$?
+	[ "$rc" -eq 2 ] && grep -q 'handshake with 127.0.0.1' "$tmp/out3" && return 0
 	sed 's/^/# /' "$tmp/out3"
-	ktap_fail handshake_refused "exit $rc"
-fi
+	fail "exit $rc"
+}
 
-ktap_finish
+run_all_tests

@@ -10,51 +10,38 @@
 # 2. Nothing listens on the port: kderp-bench exits 3, "no request was answered".
 set -u
 cd "$(dirname "$0")/.." || exit 1
-. selftests/lib.sh
+# shellcheck source=selftests/lib/lib.sh
+. selftests/lib/lib.sh
+
+ALL_TESTS="stun_answers_counted stun_no_server_fails"
 
 out=${KDERP_OUTPUT:-.output}
 bench=$out/kderp-bench
 kderpd=$out/kderpd
-
-ktap_header 2
-if [ ! -x "$kderpd" ] || [ ! -x "$bench" ]; then
-	ktap_skip stun_answers_counted "kderpd or kderp-bench not built"
-	ktap_skip stun_no_server_fails "kderpd or kderp-bench not built"
-	ktap_finish
-fi
+[ -x "$kderpd" ] && [ -x "$bench" ] || skip_all "kderpd or kderp-bench not built"
 
 tmp=$(mktemp -d)
 srv_pid=
 cleanup() {
+	stop_server
+	rm -rf "$tmp"
+}
+at_exit cleanup
+
+stop_server() {
 	if [ -n "$srv_pid" ]; then
 		kill "$srv_pid" 2>/dev/null
 		wait "$srv_pid" 2>/dev/null
 	fi
-	rm -rf "$tmp"
+	srv_pid=
 }
-trap cleanup EXIT
 
-port=$(free_port)
+# Both tests use this STUN port: the first with kderpd on it, the second without.
 stun_port=$(free_port)
-"$kderpd" -a "127.0.0.1:$port" --stun-port "$stun_port" -c "$tmp/key.json" \
-	>"$tmp/server.log" 2>&1 &
-srv_pid=$!
-if ! wait_port 127.0.0.1 "$port" 100; then
-	ktap_fail stun_answers_counted "kderpd did not start"
-else
-	# the STUN thread may start a moment after HTTP: retry a short run first
-	for _ in 1 2 3 4 5 6 7 8 9 10; do
-		timeout 10 "$bench" stun -s "127.0.0.1:$stun_port" -t 0.1 -r 1000 \
-			>/dev/null 2>&1 && break
-		sleep 0.2
-	done
-	timeout 30 "$bench" stun -s "127.0.0.1:$stun_port" -t 0.5 -r 20000 -P "$srv_pid" \
-		--label kderpd --json "$tmp/r.json" >"$tmp/out" 2>&1
-	rc=$?
-	sed 's/^/# /' "$tmp/out"
-	if [ $rc -ne 0 ]; then
-		ktap_fail stun_answers_counted "kderp-bench exit $rc"
-	elif ! python3 - "$tmp/r.json" <<'PY'
+
+# check_result JSON: the counts and figures of a 0.5 s run at 20,000/s.
+check_result() {
+	python3 - "$1" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))[-1]
 problems = []
@@ -75,23 +62,39 @@ if problems:
     print("# " + "; ".join(problems))
     sys.exit(1)
 PY
-	then
-		ktap_fail stun_answers_counted "wrong counts or figures"
-	else
-		ktap_pass stun_answers_counted
-	fi
-fi
+}
 
-# 2. no server: exit 3 and say so
-kill "$srv_pid" 2>/dev/null
-wait "$srv_pid" 2>/dev/null
-srv_pid=
-timeout 20 "$bench" stun -s "127.0.0.1:$stun_port" -t 0.3 -r 5000 >"$tmp/out2" 2>&1
-rc=$?
-if [ $rc -eq 3 ] && grep -q "no request was answered" "$tmp/out2"; then
-	ktap_pass stun_no_server_fails
-else
+stun_answers_counted() {
+	local port rc
+	port=$(free_port)
+	"$kderpd" -a "127.0.0.1:$port" --stun-port "$stun_port" -c "$tmp/key.json" \
+		>"$tmp/server.log" 2>&1 &
+	srv_pid=$!
+	wait_port 127.0.0.1 "$port" 100 || { fail "kderpd did not start"; return; }
+	# the STUN thread may start a moment after HTTP: retry a short run first
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
+		timeout 10 "$bench" stun -s "127.0.0.1:$stun_port" -t 0.1 -r 1000 \
+			>/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	timeout 30 "$bench" stun -s "127.0.0.1:$stun_port" -t 0.5 -r 20000 -P "$srv_pid" \
+		--label kderpd --json "$tmp/r.json" >"$tmp/out" 2>&1
+	rc=$?
+	stop_server
+	sed 's/^/# /' "$tmp/out"
+	[ $rc -eq 0 ] || { fail "kderp-bench exit $rc"; return; }
+	check_result "$tmp/r.json" || fail "wrong counts or figures"
+}
+
+# no server: exit 3 and say so
+stun_no_server_fails() {
+	local rc
+	stop_server
+	timeout 20 "$bench" stun -s "127.0.0.1:$stun_port" -t 0.3 -r 5000 >"$tmp/out2" 2>&1
+	rc=$?
+	[ $rc -eq 3 ] && grep -q "no request was answered" "$tmp/out2" && return 0
 	sed 's/^/# /' "$tmp/out2"
-	ktap_fail stun_no_server_fails "exit $rc, want 3 with a message"
-fi
-ktap_finish
+	fail "exit $rc, want 3 with a message"
+}
+
+run_all_tests

@@ -4,7 +4,12 @@
 # the seed corpus, then a few seconds of fuzzing. `make fuzz` runs longer.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
-ktap_header 2
-ktap_fuzz derp
-ktap_finish
+# shellcheck source=selftests/lib/lib.sh
+. "$here/lib/lib.sh"
+
+ALL_TESTS="derp_seed_corpus derp_fuzz"
+
+derp_seed_corpus() { fuzz_seed_corpus derp; }
+derp_fuzz() { fuzz_run derp; }
+
+run_all_tests

@@ -232,9 +232,9 @@ FIXTURE_SETUP(derpc)
 {
 	signal(SIGPIPE, SIG_IGN);
 	derpc_init(&self->c, NULL);
-	self->f.split = VARIANT(derpc)->split;
-	self->f.fast_start = VARIANT(derpc)->fast_start;
-	self->f.stall_mid_header = VARIANT(derpc)->stall;
+	self->f.split = variant->split;
+	self->f.fast_start = variant->fast_start;
+	self->f.stall_mid_header = variant->stall;
 	ASSERT_EQ(0, fake_start(&self->f));
 }
 
@@ -253,7 +253,7 @@ TEST_F(derpc, handshake_and_frames)
 	size_t n = 0;
 	int err;
 
-	o.fast_start = VARIANT(derpc)->fast_start;
+	o.fast_start = variant->fast_start;
 	ASSERT_EQ(0, derpc_connect(&self->c, &o));
 	ASSERT_STREQ("{\"version\":2}", self->c.server_info);
 	ASSERT_EQ(0, memcmp(self->c.server_pub, self->f.key.pub, DERP_KEY_LEN));
@@ -276,7 +276,7 @@ TEST_F(derpc, handshake_and_frames)
 	ASSERT_EQ(70000, n);
 	ASSERT_EQ(0xab, buf[99]);
 	ASSERT_EQ(0, buf[100]);
-	if (VARIANT(derpc)->stall) {
+	if (variant->stall) {
 		/* two bytes of a header arrive, then nothing: a timeout, no desync */
 		err = derpc_recv_frame(&self->c, &type, buf, sizeof(buf), &n, 150);
 		ASSERT_EQ(-ETIMEDOUT, err);

@@ -151,7 +151,7 @@ FIXTURE(engine)
 
 FIXTURE_SETUP(engine)
 {
-	(void)__variant;
+	(void)variant;
 	self->sv[0] = self->sv[1] = -1;
 	log_level = LOG_LVL_WARN; /* close reasons are info */
 	ASSERT_LE(0, sodium_init());
@@ -169,7 +169,7 @@ FIXTURE_TEARDOWN(engine)
 	struct server *s = &self->srv;
 
 	(void)_metadata;
-	(void)__variant;
+	(void)variant;
 	for (int i = 0; s->workers && i < s->nworkers; i++) {
 		struct worker *w = &s->workers[i];
 

@@ -216,7 +216,7 @@ static void *flood_thread(void *arg)
 	}
 	per_write = f->kind == FLOOD_NOTE_PREFERRED_TOGGLE || f->kind == FLOOD_NOTE_PREFERRED_REPEAT
 		? 4096
-		: f->kind == FLOOD_PING	       ? 2048
+		: f->kind == FLOOD_PING		 ? 2048
 		: f->kind == FLOOD_UNKNOWN_FRAME ? 1024
 						 : 256;
 	if (f->kind == FLOOD_DUP_KEY_SENDERS)
@@ -251,7 +251,7 @@ static int round_trips(struct __test_metadata *_metadata, struct derpc *a, struc
 
 TEST_F_TIMEOUT(flood, unrelated_pair_keeps_its_rate, 60)
 {
-	struct flooder f = {.d = &self->d, .kind = VARIANT(flood)->kind};
+	struct flooder f = {.d = &self->d, .kind = variant->kind};
 	int before, during, after;
 	pthread_t th;
 

@@ -5,7 +5,12 @@
 # fuzzing. `make fuzz` runs longer.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
-ktap_header 2
-ktap_fuzz frames
-ktap_finish
+# shellcheck source=selftests/lib/lib.sh
+. "$here/lib/lib.sh"
+
+ALL_TESTS="frames_seed_corpus frames_fuzz"
+
+frames_seed_corpus() { fuzz_seed_corpus frames; }
+frames_fuzz() { fuzz_run frames; }
+
+run_all_tests

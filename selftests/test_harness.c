@@ -2,7 +2,8 @@
 /*
  * test_harness.c - the harness checks itself: a failing assertion must fail,
  * a skip must skip, a timeout must be reported, fixtures must set up and tear
- * down. The inner tests run through a child copy of this binary.
+ * down, every variant must run with its own typed data. The inner tests run
+ * through a child copy of this binary.
  */
 #include "harness.h"
 
@@ -26,7 +27,7 @@ FIXTURE_VARIANT_ADD(counter, two){
 
 FIXTURE_SETUP(counter)
 {
-	self->value = VARIANT(counter)->start;
+	self->value = variant->start;
 }
 
 FIXTURE_TEARDOWN(counter)
@@ -37,6 +38,38 @@ TEST_F(counter, variant_reaches_setup)
 {
 	ASSERT_LE(1, self->value);
 	ASSERT_GE(2, self->value);
+}
+
+/* `variant` is typed: its fields are reachable without a cast. */
+TEST_F(counter, variant_is_typed)
+{
+	_Static_assert(
+		__builtin_types_compatible_p(__typeof__(variant), const FIXTURE_VARIANT(counter) *),
+		"variant has the fixture's variant type");
+	ASSERT_EQ(variant->start, self->value);
+	TH_LOG("start=%d", variant->start);
+}
+
+/* A fixture without FIXTURE_VARIANT runs once, with a NULL variant. */
+FIXTURE(novariant)
+{
+	int set_up;
+};
+
+FIXTURE_SETUP(novariant)
+{
+	ASSERT_NULL(variant);
+	self->set_up = 1;
+}
+
+FIXTURE_TEARDOWN(novariant)
+{
+}
+
+TEST_F(novariant, runs_once)
+{
+	ASSERT_NULL(variant);
+	ASSERT_EQ(1, self->set_up);
 }
 
 /* The self-check: run the "inner" tests (selected by env) in a child. */
@@ -107,6 +140,27 @@ TEST(timeout_is_failure)
 		SKIP(return, "outer only");
 	ASSERT_EQ(1, run_inner("inner_timeout", out, sizeof(out)));
 	ASSERT_NE(NULL, strstr(out, "TIMEOUT"));
+}
+
+TEST(each_variant_runs)
+{
+	char out[8192];
+
+	if (getenv("KDERP_HARNESS_INNER"))
+		SKIP(return, "outer only");
+	ASSERT_EQ(0, run_inner("counter.", out, sizeof(out)));
+	ASSERT_NE(NULL, strstr(out, "1..4\n"));
+	ASSERT_NE(NULL, strstr(out, "ok 1 counter.one.variant_reaches_setup\n"));
+	ASSERT_NE(NULL, strstr(out, "ok 2 counter.two.variant_reaches_setup\n"));
+	ASSERT_NE(NULL, strstr(out, "ok 3 counter.one.variant_is_typed\n"));
+	ASSERT_NE(NULL, strstr(out, "ok 4 counter.two.variant_is_typed\n"));
+	/* each variant's own data reached its run */
+	ASSERT_NE(NULL, strstr(out, "start=1\n"));
+	ASSERT_NE(NULL, strstr(out, "start=2\n"));
+	/* a fixture without variants is named fixture.test */
+	ASSERT_EQ(0, run_inner("novariant", out, sizeof(out)));
+	ASSERT_NE(NULL, strstr(out, "1..1\n"));
+	ASSERT_NE(NULL, strstr(out, "ok 1 novariant.runs_once\n"));
 }
 
 TEST_HARNESS_MAIN

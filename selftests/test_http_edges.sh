@@ -8,26 +8,26 @@
 # items; a start that fails after pinning the state plane removes its pins.
 set -u
 here=$(dirname "$0")
-. "$here/lib.sh"
+# shellcheck source=selftests/lib/lib.sh
+. "$here/lib/lib.sh"
+
+ALL_TESTS="tls_hello_on_plain_port http2_version_505 upgrade_with_body_400
+	upgrade_chunked_400 tls_eof_is_a_close debug_allow_empty_item failed_start_unpins"
 
 kderpd=${KDERP_OUTPUT:-.output}/kderpd
-names="tls_hello_on_plain_port http2_version_505 upgrade_with_body_400
-upgrade_chunked_400 tls_eof_is_a_close debug_allow_empty_item failed_start_unpins"
-ktap_header 7
-if [ ! -x "$kderpd" ] || ! command -v python3 >/dev/null; then
-	for t in $names; do ktap_skip "$t" "needs kderpd and python3"; done
-	ktap_finish
-fi
+[ -x "$kderpd" ] || skip_all "kderpd not built"
+command -v python3 >/dev/null || skip_all "needs python3"
 tmp=$(mktemp -d)
 pids=()
+port=
 cleanup() {
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
 	rm -rf "$tmp"
 }
-trap cleanup EXIT
+at_exit cleanup
 
-# send PORT HEX_OR_TEXT: send bytes (\x escapes allowed), print what comes
-# back within 1 s (at most 200 bytes) and the time it took in ms.
+# send PORT BYTES: send BYTES (\x escapes allowed), print what comes back
+# within 1 s (its first 60 bytes) and how long that took in ms.
 send() {
 	python3 - "$1" "$2" <<'EOF_PY'
 import socket, sys, time
@@ -43,33 +43,55 @@ print(repr(got[:60]), int((time.time() - t0) * 1000))
 EOF_PY
 }
 
-port=$(free_port)
-"$kderpd" -a "127.0.0.1:$port" -c "$tmp/key" --stun=false --bpffs-dir= 2>"$tmp/log" &
-pids+=($!)
-wait_port 127.0.0.1 "$port" || { ktap_fail tls_hello_on_plain_port "kderpd did not start"; ktap_finish; }
+start_plain() {
+	[ -n "$port" ] && return 0
+	port=$(free_port)
+	"$kderpd" -a "127.0.0.1:$port" -c "$tmp/key" --stun=false --bpffs-dir= 2>"$tmp/log" &
+	pids+=($!)
+	wait_port 127.0.0.1 "$port"
+}
 
-# The first bytes of a TLS 1.3 ClientHello record.
-out=$(send "$port" '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03')
-echo "# ClientHello on the plain port: $out"
-case $out in "b'HTTP/1.1 400"*) [ "${out##* }" -lt 500 ] && ktap_pass tls_hello_on_plain_port ||
-	ktap_fail tls_hello_on_plain_port "answered after ${out##* } ms" ;;
-*) ktap_fail tls_hello_on_plain_port "$out" ;; esac
+# expect STATUS OUTPUT: the answer starts with that status line.
+expect() {
+	echo "# $2"
+	case $2 in "b'HTTP/1.1 $1"*) return 0 ;; *) fail "$2"; return ;; esac
+}
 
-out=$(send "$port" 'GET / HTTP/2.0\r\nHost: x\r\n\r\n')
-case $out in "b'HTTP/1.1 505"*) ktap_pass http2_version_505 ;; *) ktap_fail http2_version_505 "$out" ;; esac
+# The first bytes of a TLS ClientHello record.
+tls_hello_on_plain_port() {
+	local out
+	start_plain || { fail "kderpd did not start"; return; }
+	out=$(send "$port" '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03')
+	expect 400 "$out" || return
+	[ "${out##* }" -lt 500 ] || fail "answered after ${out##* } ms"
+}
+
+http2_version_505() {
+	start_plain || { fail "kderpd did not start"; return; }
+	expect 505 "$(send "$port" 'GET / HTTP/2.0\r\nHost: x\r\n\r\n')"
+}
 
 up='GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n'
-out=$(send "$port" "${up}Content-Length: 5\r\n\r\nhello")
-case $out in "b'HTTP/1.1 400"*) ktap_pass upgrade_with_body_400 ;; *) ktap_fail upgrade_with_body_400 "$out" ;; esac
-out=$(send "$port" "${up}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-case $out in "b'HTTP/1.1 400"*) ktap_pass upgrade_chunked_400 ;; *) ktap_fail upgrade_chunked_400 "$out" ;; esac
+
+upgrade_with_body_400() {
+	start_plain || { fail "kderpd did not start"; return; }
+	expect 400 "$(send "$port" "${up}Content-Length: 5\r\n\r\nhello")"
+}
+
+upgrade_chunked_400() {
+	start_plain || { fail "kderpd did not start"; return; }
+	expect 400 "$(send "$port" "${up}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")"
+}
 
 # TLS: a client that completes the handshake, then just goes away.
-tport=$(free_port)
-"$kderpd" -a "127.0.0.1:$tport" -c "$tmp/key" --stun=false --bpffs-dir= --certmode=manual \
-	--certdir="$tmp/certs" --hostname=127.0.0.1 --http-port=-1 2>"$tmp/tlslog" &
-pids+=($!)
-if wait_port 127.0.0.1 "$tport"; then
+tls_eof_is_a_close() {
+	local tport line
+	tport=$(free_port)
+	"$kderpd" -a "127.0.0.1:$tport" -c "$tmp/key" --stun=false --bpffs-dir= \
+		--certmode=manual --certdir="$tmp/certs" --hostname=127.0.0.1 --http-port=-1 \
+		2>"$tmp/tlslog" &
+	pids+=($!)
+	wait_port 127.0.0.1 "$tport" || { fail "TLS kderpd did not start"; return; }
 	python3 - "$tport" <<'EOF_PY'
 import socket, ssl, sys
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -83,20 +105,16 @@ EOF_PY
 	sleep 0.3
 	line=$(grep 'close:' "$tmp/tlslog" | tail -1)
 	echo "# $line"
-	if grep -q 'client closed' <<<"$line" && ! grep -qi 'eof\|ssl routines' <<<"$line"; then
-		ktap_pass tls_eof_is_a_close
-	else
-		ktap_fail tls_eof_is_a_close "${line:-no close line}"
-	fi
-else
-	ktap_fail tls_eof_is_a_close "TLS kderpd did not start"
-fi
+	grep -q 'client closed' <<<"$line" && ! grep -qi 'eof\|ssl routines' <<<"$line" ||
+		fail "${line:-no close line}"
+}
 
-# --debug-allow: an empty item is a start-up error, as a bad one is.
-bad=0
-for v in '10.0.0.0/8,,::1' '10.0.0.0/8,' ',10.0.0.0/8' '10.0.0.0/8, ,::1' '10.0.0.0/8x'; do
-	if timeout 10 "$kderpd" -a "127.0.0.1:$(free_port)" -c "$tmp/key" --stun=false --bpffs-dir= \
-		--debug-allow="$v" 2>"$tmp/dalog" & then
+# An empty item is a start-up error, as a bad one is.
+debug_allow_empty_item() {
+	local v p bad=0
+	for v in '10.0.0.0/8,,::1' '10.0.0.0/8,' ',10.0.0.0/8' '10.0.0.0/8, ,::1' '10.0.0.0/8x'; do
+		timeout 10 "$kderpd" -a "127.0.0.1:$(free_port)" -c "$tmp/key" --stun=false \
+			--bpffs-dir= --debug-allow="$v" 2>"$tmp/dalog" &
 		p=$!
 		pids+=($p)
 		sleep 0.3
@@ -104,26 +122,25 @@ for v in '10.0.0.0/8,,::1' '10.0.0.0/8,' ',10.0.0.0/8' '10.0.0.0/8, ,::1' '10.0.
 			echo "# --debug-allow='$v' was accepted"
 			bad=1
 		fi
-	fi
-done
-[ "$bad" = 0 ] && ktap_pass debug_allow_empty_item || ktap_fail debug_allow_empty_item
+	done
+	[ "$bad" = 0 ] || fail
+}
 
 # A start that fails after the state plane pinned its maps removes them.
-if [ "$(id -u)" != 0 ] || ! mountpoint -q /sys/fs/bpf; then
-	ktap_skip failed_start_unpins "needs root and bpffs"
-else
+failed_start_unpins() {
+	local dir rc left
+	[ "$(id -u)" = 0 ] && mountpoint -q /sys/fs/bpf || { skip "needs root and bpffs"; return; }
+	start_plain || { fail "kderpd did not start"; return; }
 	dir=/sys/fs/bpf/kderp-test-unpin-$$
-	# the port is taken by the first kderpd above
+	# $port is taken by the first kderpd.
 	timeout 10 "$kderpd" -a "127.0.0.1:$port" -c "$tmp/key" --stun=false --bpffs-dir="$dir" \
 		2>"$tmp/unpinlog"
 	rc=$?
-	left=$(ls "$dir" 2>/dev/null | wc -l)
-	echo "# exit $rc, $left pins left in $dir"
-	if [ "$rc" = 1 ] && [ "$left" = 0 ] && grep -q 'maps pinned' "$tmp/unpinlog"; then
-		ktap_pass failed_start_unpins
-	else
-		ktap_fail failed_start_unpins "exit $rc, $left pins left"
-	fi
+	left=$(find "$dir" -mindepth 1 2>/dev/null | wc -l)
 	rm -rf "$dir"
-fi
-ktap_finish
+	echo "# exit $rc, $left pins left in $dir"
+	[ "$rc" = 1 ] && [ "$left" = 0 ] && grep -q 'maps pinned' "$tmp/unpinlog" ||
+		fail "exit $rc, $left pins left"
+}
+
+run_all_tests

@@ -17,11 +17,16 @@
 #   KDERP_INTEROP_CASES        cases to run over plain HTTP and TLS only (no
 #                              TLS 1.2 or IPv6 run); default: all, everywhere
 #   KDERP_INTEROP_TIMEOUT      seconds per case (default 20)
+#
+# The tests are the rows of a table, transport x case: ALL_TESTS is built
+# from the case lists below as TRANSPORT_CASE (plain_sendrecv, tls_derpprobe,
+# ...), each with a function that runs that case. A transport's server starts
+# at its first case and its last case, shutdown, stops it.
 set -u
 
 dir=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=selftests/lib.sh
-. "$dir/lib.sh"
+# shellcheck source=selftests/lib/lib.sh
+. "$dir/lib/lib.sh"
 
 out=${KDERP_OUTPUT:-$dir/../.output}
 daemon=${KDERP_INTEROP_DAEMON:-$out/kderpd}
@@ -68,8 +73,20 @@ cases+=(shutdown)
 tls_cases+=(shutdown)
 tls12_cases+=(shutdown)
 [ ${#ipv6_cases[@]} -gt 0 ] && ipv6_cases+=(shutdown)
-total=$((${#cases[@]} + ${#tls_cases[@]} + ${#ipv6_cases[@]}))
-[ "$tls12" = yes ] && total=$((total + ${#tls12_cases[@]}))
+
+ALL_TESTS=
+for c in "${cases[@]}"; do ALL_TESTS+=" plain_$c"; done
+for c in "${tls_cases[@]}"; do ALL_TESTS+=" tls_$c"; done
+if [ "$tls12" = yes ]; then
+	for c in "${tls12_cases[@]}"; do ALL_TESTS+=" tls12_$c"; done
+fi
+for c in "${ipv6_cases[@]}"; do ALL_TESTS+=" ipv6_$c"; done
+# one function per test: plain_sendrecv() { interop_case plain sendrecv; }
+for t in $ALL_TESTS; do
+	eval "$t() { interop_case ${t%%_*} ${t#*_}; }"
+done
+
+[ -n "$why" ] && skip_all "$why"
 
 tmp=$(mktemp -d)
 pids=()
@@ -89,33 +106,7 @@ cleanup() {
 	rm -rf "$tmp"
 	[ -n "$own_pins" ] && rm -rf "$own_pins"
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-ktap_header "$total"
-
-skip_all() { # skip_all TRANSPORT REASON CASE...
-	local transport=$1 why=$2 c
-	shift 2
-	for c in "$@"; do
-		ktap_skip "interop $transport $c" "$why"
-	done
-}
-
-fail_all() { # fail_all TRANSPORT REASON CASE...
-	local transport=$1 why=$2 c
-	shift 2
-	for c in "$@"; do
-		ktap_fail "interop $transport $c" "$why"
-	done
-}
-
-if [ -n "$why" ]; then
-	skip_all plain "$why" "${cases[@]}"
-	skip_all tls "$why" "${tls_cases[@]}"
-	[ ${#ipv6_cases[@]} -gt 0 ] && skip_all ipv6 "$why" "${ipv6_cases[@]}"
-	ktap_finish
-fi
+at_exit cleanup
 
 log_tail() { # log_tail LOG
 	echo "# --- last lines of $(basename "$1") ---"
@@ -149,10 +140,10 @@ start_daemon() {
 	return 1
 }
 
-# check_shutdown NAME LOG PID: SIGTERM; the server must exit 0 within 10 s
-# and its log must hold no sanitizer report.
+# check_shutdown LOG PID: SIGTERM; the server must exit 0 within 10 s and its
+# log must hold no sanitizer report.
 check_shutdown() {
-	local name=$1 log=$2 pid=$3 rc
+	local log=$1 pid=$2 rc
 	kill -TERM "$pid" 2>/dev/null
 	for _ in $(seq 1 100); do
 		kill -0 "$pid" 2>/dev/null || break
@@ -162,36 +153,34 @@ check_shutdown() {
 		kill -KILL "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 		log_tail "$log"
-		ktap_fail "$name" "still running 10 s after SIGTERM"
+		fail "still running 10 s after SIGTERM"
 		return
 	fi
 	wait "$pid"
 	rc=$?
 	if grep -qE 'Sanitizer|runtime error:' "$log"; then
 		grep -E -A 12 'Sanitizer|runtime error:' "$log" | head -n 40 | sed 's/^/#   /'
-		ktap_fail "$name" "sanitizer report in the server log"
+		fail "sanitizer report in the server log"
 	elif [ "$rc" -ne 0 ]; then
 		log_tail "$log"
-		ktap_fail "$name" "server exit status $rc after SIGTERM"
-	else
-		ktap_pass "$name"
+		fail "server exit status $rc after SIGTERM"
 	fi
 }
 
-# run_derpprobe NAME LOG URL: Tailscale's derpprobe, once, with a one-node
-# DERP map that pins the certificate by hash: its mesh probe (a prober
-# client with the mesh key sending to itself through the server) and its
-# bandwidth probe (4 MB) must both report good.
+# run_derpprobe LOG URL PORT: Tailscale's derpprobe, once, with a one-node DERP
+# map that pins the certificate by hash: its mesh probe (a prober client
+# with the mesh key sending to itself through the server) and its bandwidth
+# probe (4 MB) must both report good.
 run_derpprobe() {
-	local name=$1 log=$2 url=$3 hash rc
+	local log=$1 url=$2 port=$3 hash rc
 	if [ ! -x "$probe" ]; then
 		local why="derpprobe not built"
 		[ -s "$probe.skip" ] && why="$why: $(cat "$probe.skip")"
-		ktap_skip "$name" "$why"
+		skip "$why"
 		return
 	fi
 	if [[ "$url" != https:* ]]; then
-		ktap_skip "$name" "derpprobe needs TLS"
+		skip "derpprobe needs TLS"
 		return
 	fi
 	hash=$(openssl x509 -in "$tmp/certs/$host.crt" -outform DER | sha256sum | cut -d' ' -f1)
@@ -208,161 +197,159 @@ run_derpprobe() {
 	grep -E ' (good|bad): ' "$tmp/derpprobe.out" | sed 's/^[0-9/]* [0-9:.]* /# derpprobe: /'
 	if [ "$rc" -eq 0 ] && grep -q 'good: derp/kderp/900a/900a/mesh' "$tmp/derpprobe.out" &&
 		grep -q 'good: derp/kderp/900a/900a/bw' "$tmp/derpprobe.out"; then
-		ktap_pass "$name"
-	else
-		tail -n 15 "$tmp/derpprobe.out" | sed 's/^/#   /'
-		log_tail "$log"
-		ktap_fail "$name" "derpprobe exit $rc"
+		return 0
 	fi
+	tail -n 15 "$tmp/derpprobe.out" | sed 's/^/#   /'
+	log_tail "$log"
+	fail "derpprobe exit $rc"
 }
 
-# report_case NAME CASE LOG RC OUTPUT: one KTAP line for a kderp-interop run.
+# report_case CASE LOG RC OUTPUT: the result of a kderp-interop run.
 report_case() {
-	local name=$1 c=$2 log=$3 rc=$4 output=$5
-	# Keep the tool's diagnostics; its own KTAP lines become ours.
+	local c=$1 log=$2 rc=$3 output=$4
+	# Keep the tool's diagnostics; its own KTAP result becomes ours.
 	printf '%s\n' "$output" | grep '^#' | grep -v '^# Totals'
 	case $rc in
-	0) ktap_pass "$name" ;;
-	4) ktap_skip "$name" "$(printf '%s\n' "$output" | sed -n 's/.*# SKIP //p' | head -n1)" ;;
+	0) return 0 ;;
+	4) skip "$(printf '%s\n' "$output" | sed -n 's/.*# SKIP //p' | head -n1)" ;;
 	*)
 		[ "$rc" -eq 124 ] && echo "# $c: kderp-interop killed by its outer timeout"
 		printf '%s\n' "$output" | grep -v '^#\|^TAP version\|^1\.\.\|^ok \|^not ok ' |
 			sed 's/^/# /'
 		log_tail "$log"
-		ktap_fail "$name" "exit $rc"
+		fail "exit $rc"
 		;;
 	esac
-}
-
-# run_cases TRANSPORT LOG PID URL [FLAGS...] -- CASE...: one KTAP line per case.
-# "keepalive" idles for about a minute, so it starts in the background before
-# the other cases and is reported in its place in the list.
-run_cases() {
-	local transport=$1 log=$2 pid=$3 url=$4
-	shift 4
-	local flags=()
-	while [ "$1" != "--" ]; do
-		flags+=("$1")
-		shift
-	done
-	shift
-	local c rc output name ka_pid=
-	for c in "$@"; do
-		[ "$c" = keepalive ] || continue
-		(
-			timeout 120 "$interop" -url "$url" -meshkey "$tmp/mesh.key" "${flags[@]}" \
-				keepalive >"$tmp/keepalive.out" 2>&1
-			echo $? >"$tmp/keepalive.rc"
-		) &
-		ka_pid=$!
-		pids+=("$ka_pid")
-	done
-	while [ $# -gt 0 ]; do
-		c=$1
-		shift
-		name="interop $transport $c"
-		if [ "$c" = keepalive ] && [ -n "$ka_pid" ]; then
-			wait "$ka_pid"
-			report_case "$name" "$c" "$log" "$(cat "$tmp/keepalive.rc" 2>/dev/null || echo 1)" \
-				"$(cat "$tmp/keepalive.out" 2>/dev/null)"
-			ka_pid=
-			continue
-		fi
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "# server exited before case $c"
-			log_tail "$log"
-			fail_all "$transport" "server exited" "$c" "$@"
-			[ -n "$ka_pid" ] && kill "$ka_pid" 2>/dev/null
-			return
-		fi
-		if [ "$c" = shutdown ]; then
-			check_shutdown "$name" "$log" "$pid"
-			continue
-		fi
-		if [ "$c" = derpprobe ]; then
-			run_derpprobe "$name" "$log" "$url"
-			continue
-		fi
-		output=$(timeout $((case_timeout + 40)) "$interop" -url "$url" \
-			-timeout "${case_timeout}s" \
-			-meshkey "$tmp/mesh.key" \
-			"${flags[@]}" "$c" 2>&1)
-		rc=$?
-		report_case "$name" "$c" "$log" "$rc" "$output"
-	done
 }
 
 # The servers' mesh key, for the watch case.
 od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$tmp/mesh.key"
 
-# Plain HTTP.
-if start_daemon plain; then
-	run_cases plain "$tmp/plain.log" "$daemon_pid" "http://127.0.0.1:$port/derp" -- \
-		"${cases[@]}"
-else
-	fail_all plain "server did not start" "${cases[@]}"
-fi
-
-# TLS with a self-signed EC P-256 certificate for derp1.test.
+# TLS uses a self-signed EC P-256 certificate for derp1.test, made once.
 # --http-port=-1: no second listener on port 80, which another server on this
 # machine may hold.
 tls_args=(--certmode=manual --certdir "$tmp/certs" --hostname "$host" --http-port=-1)
 client_tls=(-ip 127.0.0.1 -ca "$tmp/certs/$host.crt")
-
-run_tls() { # run_tls TRANSPORT DAEMON_ARGS... -- CLIENT_FLAGS... -- CASE...
-	local transport=$1 dargs=()
-	shift
-	while [ "$1" != "--" ]; do
-		dargs+=("$1")
-		shift
-	done
-	shift
-	if start_daemon "$transport" "${tls_args[@]}" "${dargs[@]}"; then
-		run_cases "$transport" "$tmp/$transport.log" "$daemon_pid" \
-			"https://$host:$port/derp" "${client_tls[@]}" "$@"
+cert_state= # "", ok, or the reason there is none (skip: or fail: prefix)
+make_cert() {
+	[ -z "$cert_state" ] || return 0
+	mkdir -p "$tmp/certs"
+	if ! command -v openssl >/dev/null; then
+		cert_state="skip:no openssl CLI to make a certificate"
+	elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		-days 2 -subj "/CN=$host" -addext "subjectAltName=DNS:$host" \
+		-addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=serverAuth" \
+		-keyout "$tmp/certs/$host.key" -out "$tmp/certs/$host.crt" >"$tmp/openssl.log" 2>&1; then
+		sed 's/^/# /' "$tmp/openssl.log"
+		cert_state="fail:openssl could not make a certificate"
 	else
-		while [ "$1" != "--" ]; do shift; done
-		shift
-		fail_all "$transport" "server did not start" "$@"
+		cert_state=ok
 	fi
 }
 
-tls_transports=(tls)
-[ "$tls12" = yes ] && tls_transports+=(tls12)
-mkdir -p "$tmp/certs"
-if ! command -v openssl >/dev/null; then
-	skip_all tls "no openssl CLI to make a certificate" "${tls_cases[@]}"
-	[ "$tls12" = yes ] && skip_all tls12 "no openssl CLI to make a certificate" \
-		"${tls12_cases[@]}"
-elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-	-days 2 -subj "/CN=$host" -addext "subjectAltName=DNS:$host" \
-	-addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=serverAuth" \
-	-keyout "$tmp/certs/$host.key" -out "$tmp/certs/$host.crt" >"$tmp/openssl.log" 2>&1; then
-	sed 's/^/# /' "$tmp/openssl.log"
-	fail_all tls "openssl could not make a certificate" "${tls_cases[@]}"
-	[ "$tls12" = yes ] && fail_all tls12 "openssl could not make a certificate" \
-		"${tls12_cases[@]}"
-else
-	run_tls tls -- "${tls_version[@]}" -- "${tls_cases[@]}"
-	if [ "$tls12" = yes ]; then
-		run_tls tls12 --tls-max=1.2 -- -tls-version 1.2 -- "${tls12_cases[@]}"
-	fi
-fi
+# Per transport: its server (started by server_up at its first case), the
+# URL and the client flags. srv_state is "", up, or why there is no server
+# (skip: or fail: prefix).
+declare -A srv_state srv_pid srv_port srv_url
+# shellcheck disable=SC2034 # read through "local -n flags=flags_$transport"
+flags_plain=()
+# shellcheck disable=SC2034
+flags_tls=("${client_tls[@]}" "${tls_version[@]}")
+# shellcheck disable=SC2034
+flags_tls12=("${client_tls[@]}" -tls-version 1.2)
+# shellcheck disable=SC2034
+flags_ipv6=()
+ka_pid=
 
-# IPv6 loopback.
-if [ ${#ipv6_cases[@]} -gt 0 ]; then
-	if ! grep -qs '^0\{31\}1 .* lo$' /proc/net/if_inet6; then
-		skip_all ipv6 "no ::1 on lo" "${ipv6_cases[@]}"
-	else
-		bind=::1
-		if start_daemon ipv6; then
-			run_cases ipv6 "$tmp/ipv6.log" "$daemon_pid" "http://[::1]:$port/derp" -- \
-				"${ipv6_cases[@]}"
-		else
-			fail_all ipv6 "server did not start" "${ipv6_cases[@]}"
+# server_up TRANSPORT: start the transport's server if this is its first case.
+server_up() {
+	local transport=$1 args=()
+	[ -z "${srv_state[$transport]:-}" ] || return 0
+	case $transport in
+	tls | tls12)
+		make_cert
+		if [ "$cert_state" != ok ]; then
+			srv_state[$transport]=$cert_state
+			return 0
 		fi
+		args=("${tls_args[@]}")
+		[ "$transport" = tls12 ] && args+=(--tls-max=1.2)
+		;;
+	ipv6)
+		if ! grep -qs '^0\{31\}1 .* lo$' /proc/net/if_inet6; then
+			srv_state[$transport]="skip:no ::1 on lo"
+			return 0
+		fi
+		bind=::1
+		;;
+	esac
+	if ! start_daemon "$transport" "${args[@]}"; then
 		bind=127.0.0.1
+		srv_state[$transport]="fail:server did not start"
+		return 0
 	fi
-fi
+	bind=127.0.0.1
+	srv_state[$transport]=up
+	srv_pid[$transport]=$daemon_pid
+	srv_port[$transport]=$port
+	case $transport in
+	plain) srv_url[$transport]="http://127.0.0.1:$port/derp" ;;
+	ipv6) srv_url[$transport]="http://[::1]:$port/derp" ;;
+	*) srv_url[$transport]="https://$host:$port/derp" ;;
+	esac
+	# "keepalive" idles for about a minute, so it starts in the background
+	# now and is reported in its place in the list.
+	if [[ " $ALL_TESTS " == *" ${transport}_keepalive "* ]]; then
+		local -n flags=flags_$transport
+		(
+			timeout 120 "$interop" -url "${srv_url[$transport]}" -meshkey "$tmp/mesh.key" \
+				"${flags[@]}" keepalive >"$tmp/keepalive.out" 2>&1
+			echo $? >"$tmp/keepalive.rc"
+		) &
+		ka_pid=$!
+		pids+=("$ka_pid")
+	fi
+}
 
-ktap_finish
+# interop_case TRANSPORT CASE: one case against the transport's server.
+interop_case() {
+	local transport=$1 c=$2 log=$tmp/$1.log pid output rc
+	local -n flags=flags_$transport
+	server_up "$transport"
+	case ${srv_state[$transport]} in
+	skip:*) skip "${srv_state[$transport]#skip:}"; return ;;
+	fail:*) fail "${srv_state[$transport]#fail:}"; return ;;
+	esac
+	pid=${srv_pid[$transport]}
+	if [ "$c" = keepalive ] && [ -n "$ka_pid" ]; then
+		wait "$ka_pid"
+		ka_pid=
+		report_case "$c" "$log" "$(cat "$tmp/keepalive.rc" 2>/dev/null || echo 1)" \
+			"$(cat "$tmp/keepalive.out" 2>/dev/null)"
+		return
+	fi
+	if ! kill -0 "$pid" 2>/dev/null; then
+		if [ "${srv_state[$transport]}" = up ]; then
+			echo "# server exited before case $c"
+			log_tail "$log"
+			srv_state[$transport]="fail:server exited"
+		fi
+		[ -n "$ka_pid" ] && kill "$ka_pid" 2>/dev/null
+		fail "server exited"
+		return
+	fi
+	case $c in
+	shutdown) check_shutdown "$log" "$pid" ;;
+	derpprobe) run_derpprobe "$log" "${srv_url[$transport]}" "${srv_port[$transport]}" ;;
+	*)
+		output=$(timeout $((case_timeout + 40)) "$interop" -url "${srv_url[$transport]}" \
+			-timeout "${case_timeout}s" \
+			-meshkey "$tmp/mesh.key" \
+			"${flags[@]}" "$c" 2>&1)
+		rc=$?
+		report_case "$c" "$log" "$rc" "$output"
+		;;
+	esac
+}
+
+run_all_tests

@@ -5,10 +5,16 @@
  * PeerGone rules, frames sent before ServerInfo, fast start, and the small
  * HTTP endpoints (426, probe, generate_204, home page).
  *
- * Each test runs against its own server (derp_daemon.h); the expected values
- * are Go derper's behaviour (run with KDERP_DAEMON=path/to/derper to check).
+ * Each test runs against its own server (lib/derp_daemon.h); the expected
+ * values are Go derper's behaviour (run with KDERP_DAEMON=path/to/derper to
+ * check). Every case runs once per transport, the fixture's variants:
+ * relay.plain.* over TCP and relay.tls.* over TLS (user-space TLS on a host
+ * without CONFIG_TLS, kTLS in the guests of `make vm-test`). The few
+ * TLS-only cases SKIP on plain.
  */
 #include <pthread.h>
+
+#include <sodium.h>
 
 #include "harness.h"
 #include "derpc.h"
@@ -22,28 +28,38 @@ FIXTURE(relay)
 	struct derpc a, b;
 };
 
+/*
+ * Every relay case runs over each transport. A transport is one variant
+ * here and whatever dd_start/dd_opts (lib/derp_daemon.c) need to set it up.
+ */
+FIXTURE_VARIANT(relay)
+{
+	bool tls; /* manual cert mode, self-signed for 127.0.0.1 (kTLS where the kernel has it) */
+};
+
+FIXTURE_VARIANT_ADD(relay, plain){
+	.tls = false,
+};
+
+FIXTURE_VARIANT_ADD(relay, tls){
+	.tls = true,
+};
+
 FIXTURE_SETUP(relay)
 {
-	int err;
-
-	signal(SIGPIPE, SIG_IGN);
 	derpc_init(&self->a, NULL);
 	derpc_init(&self->b, NULL);
-	err = dd_start(&self->d, NULL);
-	if (err == -ENOENT)
-		TH_LOG("no server binary: set KDERP_OUTPUT (make test does) or KDERP_DAEMON");
-	ASSERT_EQ(0, err);
-	ASSERT_EQ(0, dd_connect(&self->d, &self->a));
-	ASSERT_EQ(0, dd_connect(&self->d, &self->b));
+	self->d.tls = variant->tls;
+	dd_setup(_metadata, &self->d, NULL);
+	dd_client(_metadata, &self->d, &self->a);
+	dd_client(_metadata, &self->d, &self->b);
 }
 
 FIXTURE_TEARDOWN(relay)
 {
-	if (_metadata->failed)
-		dd_dump_log(&self->d, 30);
 	derpc_close(&self->a);
 	derpc_close(&self->b);
-	dd_stop(&self->d);
+	dd_teardown(_metadata, &self->d);
 }
 
 /*
@@ -974,41 +990,16 @@ TEST_F(relay, unknown_path_is_home_page)
 	}
 }
 
-/* ---- TLS (manual cert mode, self-signed for 127.0.0.1) ---- */
+/* ---- both transports: the basics again, and the largest frames ---- */
 
-FIXTURE(tls)
-{
-	struct derp_daemon d;
-	struct derpc a, b;
-};
-
-FIXTURE_SETUP(tls)
-{
-	signal(SIGPIPE, SIG_IGN);
-	derpc_init(&self->a, NULL);
-	derpc_init(&self->b, NULL);
-	self->d.tls = true;
-	ASSERT_EQ(0, dd_start(&self->d, NULL));
-	ASSERT_EQ(0, dd_connect(&self->d, &self->a));
-	ASSERT_EQ(0, dd_connect(&self->d, &self->b));
-}
-
-FIXTURE_TEARDOWN(tls)
-{
-	if (_metadata->failed)
-		dd_dump_log(&self->d, 30);
-	derpc_close(&self->a);
-	derpc_close(&self->b);
-	dd_stop(&self->d);
-}
-
-TEST_F(tls, relay_and_ping)
+TEST_F(relay, relay_and_ping)
 {
 	static const uint8_t data[8] = {8, 7, 6, 5, 4, 3, 2, 1};
 	uint8_t got[16];
 	size_t n = 0;
 
-	ASSERT_NE(NULL, derpc_ssl(&self->a));
+	/* the connection is on the variant's transport */
+	ASSERT_EQ(variant->tls, derpc_ssl(&self->a) != NULL);
 	ASSERT_STREQ("{\"version\":2}", self->a.server_info);
 	ASSERT_LE(0, dd_relay_once(&self->a, &self->b, WAIT_MS));
 	ASSERT_LE(0, dd_relay_once(&self->b, &self->a, WAIT_MS));
@@ -1017,7 +1008,7 @@ TEST_F(tls, relay_and_ping)
 	ASSERT_EQ(0, memcmp(got, data, 8));
 }
 
-TEST_F(tls, largest_packets_both_ways)
+TEST_F(relay, largest_packets_both_ways)
 {
 	size_t big = DERP_MAX_PACKET_SIZE, n = 0;
 	uint8_t *p = malloc(big), *q = malloc(big);
@@ -1040,7 +1031,9 @@ TEST_F(tls, largest_packets_both_ways)
 	free(q);
 }
 
-TEST_F(tls, wrong_ca_is_refused)
+/* ---- TLS only ---- */
+
+TEST_F(relay, wrong_ca_is_refused)
 {
 	struct derp_daemon other = {0};
 	char missing[300];
@@ -1048,6 +1041,8 @@ TEST_F(tls, wrong_ca_is_refused)
 	struct derpc c;
 	int err;
 
+	if (!variant->tls)
+		SKIP(return, "TLS only: the plain server has no certificate");
 	/* an unreadable CA file fails that connect only, not the others in this thread */
 	dd_opts(&self->d, &o);
 	snprintf(missing, sizeof(missing), "%s/missing.crt", self->d.dir);

@@ -10,36 +10,24 @@
  * BPF cases need root and a bpffs at /sys/fs/bpf; they SKIP otherwise.
  */
 #include <errno.h>
-#include <linux/magic.h>
-#include <sys/statfs.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <bpf/bpf.h>
 #include <jansson.h>
+#include <sodium.h>
 
 #include "derp_daemon.h"
 #include "derpc.h"
 #include "harness.h"
+#include "bpffs.h"
 
 #include "kderp_abi.h"
 
 #define WAIT_MS 3000
 #define NPKTS 200
 #define PKT_LEN 300
-
-static bool have_bpffs(char *why, size_t len)
-{
-	struct statfs sfs;
-
-	if (geteuid() != 0) {
-		snprintf(why, len, "needs root for BPF maps");
-		return false;
-	}
-	if (statfs("/sys/fs/bpf", &sfs) || sfs.f_type != BPF_FS_MAGIC) {
-		snprintf(why, len, "no bpffs mounted at /sys/fs/bpf");
-		return false;
-	}
-	return true;
-}
 
 /* A fresh pin directory name (not created); bpffs names take no dots. */
 static void pin_dir(char *out, size_t len, const char *tag)
@@ -233,10 +221,9 @@ FIXTURE_SETUP(state)
 	char arg[260], why[100], line[1100];
 	const char *extra[3] = {arg, "--varz-peers", NULL};
 
-	signal(SIGPIPE, SIG_IGN);
 	derpc_init(&self->a, NULL);
 	derpc_init(&self->b, NULL);
-	if (VARIANT(state)->bpf) {
+	if (variant->bpf) {
 		if (!have_bpffs(why, sizeof(why)))
 			SKIP(return, "%s", why);
 		pin_dir(self->dir, sizeof(self->dir), "relay");
@@ -247,23 +234,21 @@ FIXTURE_SETUP(state)
 		ASSERT_NE(NULL, mkdtemp(self->nobpf));
 		snprintf(arg, sizeof(arg), "--bpffs-dir=%s", self->nobpf);
 	}
-	ASSERT_EQ(0, dd_start(&self->d, extra));
-	if (VARIANT(state)->bpf &&
+	dd_setup(_metadata, &self->d, extra);
+	if (variant->bpf &&
 	    !dd_log_line(&self->d, 0, "maps pinned", NULL, line, sizeof(line), 3000)) {
 		dd_dump_log(&self->d, 10);
 		SKIP(return, "kderpd could not load the state maps here (see its log)");
 	}
-	ASSERT_EQ(0, dd_connect(&self->d, &self->a));
-	ASSERT_EQ(0, dd_connect(&self->d, &self->b));
+	dd_client(_metadata, &self->d, &self->a);
+	dd_client(_metadata, &self->d, &self->b);
 }
 
 FIXTURE_TEARDOWN(state)
 {
-	if (_metadata->failed)
-		dd_dump_log(&self->d, 30);
 	derpc_close(&self->a);
 	derpc_close(&self->b);
-	dd_stop(&self->d);
+	dd_teardown(_metadata, &self->d);
 	remove_pins(self->dir);
 	if (self->nobpf[0])
 		rmdir(self->nobpf);
@@ -305,7 +290,7 @@ TEST_F(state, exact_counts_everywhere)
 	EXPECT_EQ(NPKTS * PKT_LEN, varz_get(&self->d, "derp_bytes_received"));
 	EXPECT_EQ(NPKTS * PKT_LEN, varz_get(&self->d, "derp_bytes_sent"));
 	EXPECT_EQ(2, varz_get(&self->d, "derp_current_connections"));
-	EXPECT_EQ(VARIANT(state)->bpf ? 1 : 0, varz_get(&self->d, "kderp_state_bpf"));
+	EXPECT_EQ(variant->bpf ? 1 : 0, varz_get(&self->d, "kderp_state_bpf"));
 	snprintf(m, sizeof(m), "kderp_peer_packets_in{peer=\"%.16s\",conn=\"1\"}", ha);
 	if (varz_get(&self->d, m) < 0) /* conn numbers depend on the readiness probe */
 		snprintf(m, sizeof(m), "kderp_peer_packets_in{peer=\"%.16s\",conn=\"2\"}", ha);
@@ -334,7 +319,7 @@ TEST_F(state, maps_show_peers_and_counters)
 	struct sockaddr_in la;
 	socklen_t sl = sizeof(la);
 
-	if (!VARIANT(state)->bpf)
+	if (!variant->bpf)
 		SKIP(return, "no maps without BPF");
 	key_hex(self->a.key.pub, ha);
 	key_hex(self->b.key.pub, hb);
@@ -433,7 +418,7 @@ TEST_F(state, note_preferred_and_close_peer)
 	struct kderp_peer_info pa;
 	int pfd;
 
-	if (!VARIANT(state)->bpf)
+	if (!variant->bpf)
 		SKIP(return, "no maps without BPF");
 	if (kderpctl_path(ctl, sizeof(ctl)))
 		SKIP(return, "kderpctl not built");
@@ -475,7 +460,7 @@ TEST_F(state, duplicate_key_entry)
 	uint64_t first;
 	int pfd;
 
-	if (!VARIANT(state)->bpf)
+	if (!variant->bpf)
 		SKIP(return, "no maps without BPF");
 	snprintf(path, sizeof(path), "%s/%s", self->dir, KDERP_PIN_PEERS);
 	pfd = bpf_obj_get(path);

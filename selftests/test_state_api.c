@@ -7,32 +7,16 @@
  * agrees, closing folds the slot into the totals and frees it, and close
  * unpins. With BPF (root, bpffs) and in memory.
  */
-#include <linux/magic.h>
 #include <pthread.h>
-#include <sys/statfs.h>
 
 #include <bpf/bpf.h>
 
 #include "harness.h"
+#include "bpffs.h"
 
 #include "server.h"
 #include "state.h"
 #include "stats.h"
-
-static bool have_bpffs(char *why, size_t len)
-{
-	struct statfs sfs;
-
-	if (geteuid() != 0) {
-		snprintf(why, len, "needs root for BPF maps");
-		return false;
-	}
-	if (statfs("/sys/fs/bpf", &sfs) || sfs.f_type != BPF_FS_MAGIC) {
-		snprintf(why, len, "no bpffs mounted at /sys/fs/bpf");
-		return false;
-	}
-	return true;
-}
 
 static bool path_exists(const char *dir, const char *name)
 {

@@ -3,60 +3,48 @@
 # test_state_debug.sh - who may read /debug/ (varz, the state plane's
 # numbers): loopback always, another host only from a --debug-allow CIDR.
 # kderpd runs in one network namespace, the client in another, joined by a
-# veth pair; the namespaces get random names and an EXIT trap removes them.
-# Also: kderpctl's close-peer is refused to a non-root user. Needs root,
-# iproute2 and curl; SKIPs otherwise.
+# veth pair (lib/netns.sh: unique names, removed on exit).
+# Also: the control socket answers root only. Needs root, iproute2 and curl;
+# SKIPs otherwise. The tests run in order; each starts the kderpd it needs
+# (the first two share one).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
+# shellcheck source=selftests/lib/lib.sh
+. "$here/lib/lib.sh"
+# shellcheck source=selftests/lib/netns.sh
+. "$here/lib/netns.sh"
+
+ALL_TESTS="loopback_reads_varz remote_refused_by_default remote_allowed_by_cidr
+	remote_outside_cidr_refused control_socket_root_only"
 
 out=${KDERP_OUTPUT:-.output}
 kderpd=$out/kderpd
-NTESTS=5
-ktap_header $NTESTS
-
-skip_all() {
-	for i in $(seq 1 $NTESTS); do ktap_skip "state_debug_$i" "$1"; done
-	ktap_finish
-}
 [ -x "$kderpd" ] || skip_all "kderpd not built"
 [ "$(id -u)" -eq 0 ] || skip_all "needs root (network namespaces)"
 command -v ip >/dev/null || skip_all "needs iproute2"
 command -v curl >/dev/null || skip_all "needs curl"
 
-sfx=$(printf '%06x' $(((RANDOM << 9 ^ RANDOM ^ $$) & 0xffffff)))
-NS_S=kdsS$sfx NS_C=kdsC$sfx IF_S=ss$sfx IF_C=sc$sfx
 SRV=10.79.0.1 CLI=10.79.0.2
 PORT=3340
 work=$(mktemp -d)
 pid=
 
 cleanup() {
-	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
-	ip netns del "$NS_S" 2>/dev/null
-	ip netns del "$NS_C" 2>/dev/null
+	stop
 	rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+at_exit cleanup
 
-if ! ip netns add "$NS_S" || ! ip netns add "$NS_C" ||
-	! ip link add "$IF_S" netns "$NS_S" type veth peer name "$IF_C" netns "$NS_C"; then
-	skip_all "cannot create network namespaces"
-fi
-ip -n "$NS_S" addr add "$SRV/24" dev "$IF_S"
-ip -n "$NS_C" addr add "$CLI/24" dev "$IF_C"
-for ns in "$NS_S" "$NS_C"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_S" link set "$IF_S" up
-ip -n "$NS_C" link set "$IF_C" up
+netns_pair_up kds "$SRV/24" "$CLI/24" || skip_all "cannot create network namespaces"
 
 # status NS URL: the HTTP status code of a GET
 status() {
 	ip netns exec "$1" curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$2"
 }
 
-# start ARGS...: kderpd on all addresses of the server namespace
+# start ARGS...: (re)start kderpd on all addresses of the server namespace
 start() {
+	stop
 	ip netns exec "$NS_S" "$kderpd" -a ":$PORT" -c "$work/key" --stun=false \
 		--bpffs-dir= "$@" >"$work/log" 2>&1 &
 	pid=$!
@@ -68,7 +56,7 @@ start() {
 }
 
 stop() {
-	kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
 	pid=
 }
 
@@ -76,42 +64,44 @@ if ! start; then
 	sed 's/^/# /' "$work/log"
 	skip_all "kderpd did not start in a namespace"
 fi
-# 1: loopback may read varz
-c=$(status "$NS_S" "http://127.0.0.1:$PORT/debug/varz")
-if [ "$c" = 200 ]; then ktap_pass loopback_reads_varz; else ktap_fail loopback_reads_varz "HTTP $c"; fi
-# 2: another host may not, without --debug-allow (but the relay answers it)
-c=$(status "$NS_C" "http://$SRV:$PORT/debug/varz")
-h=$(status "$NS_C" "http://$SRV:$PORT/generate_204")
-if [ "$c" = 403 ] && [ "$h" = 204 ]; then
-	ktap_pass remote_refused_by_default
-else
-	ktap_fail remote_refused_by_default "varz HTTP $c, generate_204 HTTP $h"
-fi
-stop
 
-# 3: a CIDR that holds the client lets it in
-start --debug-allow "10.79.0.0/24"
-c=$(status "$NS_C" "http://$SRV:$PORT/debug/varz")
-v=$(ip netns exec "$NS_C" curl -s --max-time 5 "http://$SRV:$PORT/debug/varz" | grep -c '^derp_accepts ')
-if [ "$c" = 200 ] && [ "$v" = 1 ]; then
-	ktap_pass remote_allowed_by_cidr
-else
-	ktap_fail remote_allowed_by_cidr "HTTP $c"
-fi
-stop
+loopback_reads_varz() {
+	local c
+	c=$(status "$NS_S" "http://127.0.0.1:$PORT/debug/varz")
+	[ "$c" = 200 ] || fail "HTTP $c"
+}
 
-# 4: a CIDR that does not hold it keeps it out
-start --debug-allow "10.79.0.128/25,192.0.2.0/24"
-c=$(status "$NS_C" "http://$SRV:$PORT/debug/varz")
-if [ "$c" = 403 ]; then ktap_pass remote_outside_cidr_refused; else ktap_fail remote_outside_cidr_refused "HTTP $c"; fi
-stop
+# Another host may not, without --debug-allow (but the relay answers it).
+remote_refused_by_default() {
+	local c h
+	c=$(status "$NS_C" "http://$SRV:$PORT/debug/varz")
+	h=$(status "$NS_C" "http://$SRV:$PORT/generate_204")
+	[ "$c" = 403 ] && [ "$h" = 204 ] || fail "varz HTTP $c, generate_204 HTTP $h"
+}
 
-# 5: the control socket answers root only (abstract sockets are per netns)
-py=/usr/bin/python3 # a system interpreter: user "nobody" must be able to run it
-if command -v setpriv >/dev/null && [ -x "$py" ]; then
-	start
-	name="kderpd-ctl:"
-	r_root=$(ip netns exec "$NS_S" "$py" -c '
+# A CIDR that holds the client lets it in.
+remote_allowed_by_cidr() {
+	local c v
+	start --debug-allow "10.79.0.0/24" || { fail "kderpd did not start"; return; }
+	c=$(status "$NS_C" "http://$SRV:$PORT/debug/varz")
+	v=$(ip netns exec "$NS_C" curl -s --max-time 5 "http://$SRV:$PORT/debug/varz" |
+		grep -c '^derp_accepts ')
+	[ "$c" = 200 ] && [ "$v" = 1 ] || fail "HTTP $c"
+}
+
+# A CIDR that does not hold it keeps it out.
+remote_outside_cidr_refused() {
+	local c
+	start --debug-allow "10.79.0.128/25,192.0.2.0/24" || { fail "kderpd did not start"; return; }
+	c=$(status "$NS_C" "http://$SRV:$PORT/debug/varz")
+	[ "$c" = 403 ] || fail "HTTP $c"
+}
+
+# The control socket answers root only (abstract sockets are per netns).
+control_socket_root_only() {
+	local py=/usr/bin/python3 # a system interpreter: user "nobody" must be able to run it
+	local name="kderpd-ctl:" r_root r_user
+	local ping='
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect("\0" + sys.argv[1])
@@ -119,23 +109,17 @@ try:
     s.sendall(b"ping\n")
 except OSError:
     pass  # refused peers are answered and closed before they write
-print(s.recv(100).decode().strip())' "$name")
-	r_user=$(ip netns exec "$NS_S" setpriv --reuid nobody --regid nogroup --clear-groups "$py" -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect("\0" + sys.argv[1])
-try:
-    s.sendall(b"ping\n")
-except OSError:
-    pass  # refused peers are answered and closed before they write
-print(s.recv(100).decode().strip())' "$name")
-	if [ "$r_root" = "ok $pid" ] && [ "${r_user#err permission denied}" != "$r_user" ]; then
-		ktap_pass control_socket_root_only
-	else
-		ktap_fail control_socket_root_only "root: '$r_root', nobody: '$r_user'"
+print(s.recv(100).decode().strip())'
+	if ! command -v setpriv >/dev/null || [ ! -x "$py" ]; then
+		skip "needs setpriv and $py"
+		return
 	fi
-	stop
-else
-	ktap_skip control_socket_root_only "needs setpriv and $py"
-fi
-ktap_finish
+	start || { fail "kderpd did not start"; return; }
+	r_root=$(ip netns exec "$NS_S" "$py" -c "$ping" "$name")
+	r_user=$(ip netns exec "$NS_S" setpriv --reuid nobody --regid nogroup --clear-groups \
+		"$py" -c "$ping" "$name")
+	[ "$r_root" = "ok $pid" ] && [ "${r_user#err permission denied}" != "$r_user" ] ||
+		fail "root: '$r_root', nobody: '$r_user'"
+}
+
+run_all_tests

@@ -457,7 +457,7 @@ FIXTURE_VARIANT_ADD(server,
 
 FIXTURE_SETUP(server)
 {
-	if (VARIANT(server)->client_family == AF_INET6) {
+	if (variant->client_family == AF_INET6) {
 		struct sockaddr_storage me;
 		int fd = client_socket(AF_INET6, &me);
 
@@ -465,7 +465,7 @@ FIXTURE_SETUP(server)
 			SKIP(return, "no IPv6 loopback");
 		close(fd);
 	}
-	self->s = kderp_stun_start(VARIANT(server)->host, 0);
+	self->s = kderp_stun_start(variant->host, 0);
 	ASSERT_NE(NULL, self->s);
 	self->port = kderp_stun_port(self->s);
 	ASSERT_LT(0, self->port);
@@ -485,35 +485,35 @@ TEST_F(server, answers_and_counts)
 	int fd;
 	ssize_t n;
 
-	fd = client_socket(VARIANT(server)->client_family, &me);
+	fd = client_socket(variant->client_family, &me);
 	ASSERT_LE(0, fd);
 	kderp_stun_build_request(req, sizeof(req), txid_a);
-	ASSERT_EQ(0, send_to(fd, VARIANT(server)->client_family, self->port, req, sizeof(req)));
+	ASSERT_EQ(0, send_to(fd, variant->client_family, self->port, req, sizeof(req)));
 	n = recv_wait(fd, buf, sizeof(buf), 2000);
-	ASSERT_EQ(VARIANT(server)->want_family == AF_INET ? 32 : 44, n);
+	ASSERT_EQ(variant->want_family == AF_INET ? 32 : 44, n);
 	ASSERT_EQ(0, kderp_stun_parse_response(buf, n, txid_a, &got));
-	ASSERT_EQ(VARIANT(server)->want_family, got.ss_family);
+	ASSERT_EQ(variant->want_family, got.ss_family);
 	ASSERT_EQ(0,
 		  memcmp(&me, &got,
 			 got.ss_family == AF_INET ? sizeof(struct sockaddr_in)
 						  : sizeof(struct sockaddr_in6)));
 
 	/* garbage and a generic STUN request (no SOFTWARE) get no answer */
-	ASSERT_EQ(0, send_to(fd, VARIANT(server)->client_family, self->port, "hello", 5));
+	ASSERT_EQ(0, send_to(fd, variant->client_family, self->port, "hello", 5));
 	req[24] = 'T';
-	ASSERT_EQ(0, send_to(fd, VARIANT(server)->client_family, self->port, req, sizeof(req)));
+	ASSERT_EQ(0, send_to(fd, variant->client_family, self->port, req, sizeof(req)));
 	ASSERT_EQ(-1, recv_wait(fd, buf, sizeof(buf), 200));
 	wait_counts(self->s, &c, 2);
 	ASSERT_EQ(2, c.not_stun);
 	ASSERT_EQ(1, c.success);
 	ASSERT_EQ(0, c.read_error);
 	ASSERT_EQ(0, c.write_error);
-	ASSERT_EQ(VARIANT(server)->want_family == AF_INET, c.ipv4);
-	ASSERT_EQ(VARIANT(server)->want_family == AF_INET6, c.ipv6);
+	ASSERT_EQ(variant->want_family == AF_INET, c.ipv4);
+	ASSERT_EQ(variant->want_family == AF_INET6, c.ipv6);
 
 	ASSERT_LT(0, kderp_stun_varz(self->s, text, sizeof(text)));
 	snprintf(line, sizeof(line), "stun_addrfamily{family=\"%s\"} 1\n",
-		 VARIANT(server)->want_family == AF_INET ? "ipv4" : "ipv6");
+		 variant->want_family == AF_INET ? "ipv4" : "ipv6");
 	ASSERT_NE(NULL, strstr(text, line));
 	ASSERT_NE(NULL, strstr(text, "stun_requests{disposition=\"success\"} 1\n"));
 	ASSERT_NE(NULL, strstr(text, "stun_requests{disposition=\"not_stun\"} 2\n"));
@@ -529,7 +529,7 @@ TEST_F(server, batch_of_requests)
 	int fd, got = 0, rcvbuf = 1 << 20;
 	bool seen[N] = {false};
 
-	fd = client_socket(VARIANT(server)->client_family, &me);
+	fd = client_socket(variant->client_family, &me);
 	ASSERT_LE(0, fd);
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	for (int i = 0; i < N; i++) {
@@ -538,9 +538,7 @@ TEST_F(server, batch_of_requests)
 		txid[10] = i >> 8;
 		txid[11] = i & 0xff;
 		kderp_stun_build_request(req, sizeof(req), txid);
-		ASSERT_EQ(
-			0,
-			send_to(fd, VARIANT(server)->client_family, self->port, req, sizeof(req)));
+		ASSERT_EQ(0, send_to(fd, variant->client_family, self->port, req, sizeof(req)));
 	}
 	while (got < N) {
 		ssize_t n = recv_wait(fd, buf, sizeof(buf), 2000);

@@ -4,7 +4,12 @@
 # harness, then fuzz for a few seconds (bounded). `make fuzz` runs longer.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/lib.sh"
-ktap_header 2
-ktap_fuzz stun
-ktap_finish
+# shellcheck source=selftests/lib/lib.sh
+. "$here/lib/lib.sh"
+
+ALL_TESTS="stun_seed_corpus stun_fuzz"
+
+stun_seed_corpus() { fuzz_seed_corpus stun; }
+stun_fuzz() { fuzz_run stun; }
+
+run_all_tests

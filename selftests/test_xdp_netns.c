@@ -19,7 +19,6 @@
 #include <string.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -29,6 +28,7 @@
 #include <zlib.h>
 
 #include "harness.h"
+#include "netns.h"
 #include "stun.h"
 #include "stun_xdp.h"
 
@@ -38,115 +38,10 @@
 #define CLI6 "fd77::2"
 #define STUN_PORT 3478
 
-struct env {
-	char ns_srv[32], ns_cli[32];
-	char if_srv[16], if_cli[16];
-	int fd_srv, fd_cli, fd_orig; /* namespace fds */
-	int watchdog_pipe;
-	pid_t watchdog;
-};
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int client_tx_csum_off(struct env *e);
-
-static int sh(const char *fmt, ...)
-{
-	char cmd[512];
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	ret = system(cmd);
-	return ret == 0 ? 0 : -1;
-}
-
-static int enter(int nsfd)
-{
-	return setns(nsfd, CLONE_NEWNET);
-}
-
-/* A process outside the test's process group that deletes the namespaces
- * once the test closes its end of a pipe (or dies). */
-static pid_t start_watchdog(struct env *e)
-{
-	int p[2];
-	pid_t pid;
-
-	if (pipe(p))
-		return -1;
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		char c;
-		int devnull = open("/dev/null", O_RDWR);
-
-		setsid();
-		dup2(devnull, 0);
-		dup2(devnull, 1);
-		dup2(devnull, 2);
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != p[0])
-				close(fd);
-		while (read(p[0], &c, 1) < 0 && errno == EINTR)
-			;
-		sh("ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null", e->ns_srv,
-		   e->ns_cli);
-		_exit(0);
-	}
-	close(p[0]);
-	e->watchdog_pipe = p[1];
-	return pid;
-}
-
-static int env_up(struct env *e)
-{
-	uint8_t rnd[3];
-	char path[64];
-
-	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
-		return -1;
-	snprintf(e->ns_srv, sizeof(e->ns_srv), "kdxS%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
-	snprintf(e->ns_cli, sizeof(e->ns_cli), "kdxC%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
-	snprintf(e->if_srv, sizeof(e->if_srv), "xs%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
-	snprintf(e->if_cli, sizeof(e->if_cli), "xc%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
-	e->watchdog = start_watchdog(e);
-	if (e->watchdog < 0)
-		return -1;
-	if (sh("ip netns add %s && ip netns add %s", e->ns_srv, e->ns_cli) ||
-	    sh("ip -n %s link add %s type veth peer name %s netns %s", e->ns_srv, e->if_srv,
-	       e->if_cli, e->ns_cli) ||
-	    sh("ip -n %s addr add " SRV4 "/24 dev %s && ip -n %s addr add " SRV6 "/64 dev %s nodad",
-	       e->ns_srv, e->if_srv, e->ns_srv, e->if_srv) ||
-	    sh("ip -n %s addr add " CLI4 "/24 dev %s && ip -n %s addr add " CLI6 "/64 dev %s nodad",
-	       e->ns_cli, e->if_cli, e->ns_cli, e->if_cli) ||
-	    sh("ip -n %s link set lo up && ip -n %s link set %s up", e->ns_srv, e->ns_srv,
-	       e->if_srv) ||
-	    sh("ip -n %s link set lo up && ip -n %s link set %s up", e->ns_cli, e->ns_cli,
-	       e->if_cli))
-		return -1;
-	e->fd_orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-	snprintf(path, sizeof(path), "/run/netns/%s", e->ns_srv);
-	e->fd_srv = open(path, O_RDONLY | O_CLOEXEC);
-	snprintf(path, sizeof(path), "/run/netns/%s", e->ns_cli);
-	e->fd_cli = open(path, O_RDONLY | O_CLOEXEC);
-	if (e->fd_orig < 0 || e->fd_srv < 0 || e->fd_cli < 0)
-		return -1;
-	return client_tx_csum_off(e);
-}
-
-static void env_down(struct env *e)
-{
-	if (e->fd_orig > 0)
-		enter(e->fd_orig);
-	if (e->watchdog > 0) {
-		close(e->watchdog_pipe);
-		waitpid(e->watchdog, NULL, 0);
-		e->watchdog = 0;
-	}
-}
+static const char *const srv_addrs[] = {SRV4 "/24", SRV6 "/64", NULL};
+static const char *const cli_addrs[] = {CLI4 "/24", CLI6 "/64", NULL};
+static const char *const srv4_addrs[] = {SRV4 "/24", NULL};
+static const char *const cli4_addrs[] = {CLI4 "/24", NULL};
 
 /*
  * veth offloads checksums: a locally sent datagram crosses it with only the
@@ -154,13 +49,13 @@ static void env_down(struct env *e)
  * rejects as invalid_udp_csum. Make the client side compute full checksums,
  * as a packet from a real wire has them.
  */
-static int client_tx_csum_off(struct env *e)
+static int client_tx_csum_off(struct netns_pair *e)
 {
 	struct ethtool_value ev = {.cmd = ETHTOOL_STXCSUM, .data = 0};
 	struct ifreq ifr = {0};
 	int fd, ret;
 
-	if (enter(e->fd_cli))
+	if (netns_enter(e->fd_cli))
 		return -1;
 	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", e->if_cli);
@@ -168,18 +63,25 @@ static int client_tx_csum_off(struct env *e)
 	ret = fd < 0 ? -1 : ioctl(fd, SIOCETHTOOL, &ifr);
 	if (fd >= 0)
 		close(fd);
-	enter(e->fd_orig);
+	netns_enter(e->fd_orig);
 	return ret;
 }
 
+/* The pair of namespaces (netns.h), with full checksums from the client. */
+static void env_up(struct __test_metadata *_metadata, struct netns_pair *e)
+{
+	netns_pair_up(_metadata, e, "kdx", srv_addrs, cli_addrs);
+	ASSERT_EQ(0, client_tx_csum_off(e));
+}
+
 /* A UDP socket in the client namespace, bound to @ip. */
-static int client_socket(struct env *e, const char *ip)
+static int client_socket(struct netns_pair *e, const char *ip)
 {
 	struct sockaddr_storage ss = {0};
 	socklen_t sl;
 	int fd;
 
-	if (enter(e->fd_cli))
+	if (netns_enter(e->fd_cli))
 		return -1;
 	if (strchr(ip, ':')) {
 		struct sockaddr_in6 *s6 = (void *)&ss;
@@ -199,7 +101,7 @@ static int client_socket(struct env *e, const char *ip)
 		close(fd);
 		fd = -1;
 	}
-	enter(e->fd_orig);
+	netns_enter(e->fd_orig);
 	return fd;
 }
 
@@ -275,7 +177,7 @@ static void counts_at_least(struct kderp_stun *s, struct kderp_stun_counts *c, u
 
 FIXTURE(netns)
 {
-	struct env e;
+	struct netns_pair e;
 	struct kderp_stun *stun;
 	struct kderp_xdp *xdp, *peer_xdp;
 };
@@ -295,37 +197,36 @@ FIXTURE_VARIANT_ADD(netns, ipv4_auto){.srv = SRV4, .cli = CLI4, .mode = ""};
 
 FIXTURE_SETUP(netns)
 {
-	if (geteuid() != 0)
-		SKIP(return, "needs root (network namespaces, XDP)");
-	if (sh("ip -V >/dev/null 2>&1"))
-		SKIP(return, "needs iproute2");
-	ASSERT_EQ(0, env_up(&self->e));
+	char why[64];
+
+	if (!have_netns(why, sizeof(why)))
+		SKIP(return, "%s", why);
+	env_up(_metadata, &self->e);
 	/* userspace STUN on the server address, in the server namespace */
-	ASSERT_EQ(0, enter(self->e.fd_srv));
-	self->stun = kderp_stun_start(VARIANT(netns)->srv, STUN_PORT);
-	enter(self->e.fd_orig);
+	ASSERT_EQ(0, netns_enter(self->e.fd_srv));
+	self->stun = kderp_stun_start(variant->srv, STUN_PORT);
+	netns_enter(self->e.fd_orig);
 	ASSERT_NE(NULL, self->stun);
 }
 
 FIXTURE_TEARDOWN(netns)
 {
 	if (self->e.fd_srv > 0)
-		enter(self->e.fd_srv);
+		netns_enter(self->e.fd_srv);
 	kderp_xdp_detach(self->xdp);
 	kderp_stun_stop(self->stun);
 	if (self->e.fd_cli > 0)
-		enter(self->e.fd_cli);
+		netns_enter(self->e.fd_cli);
 	kderp_xdp_detach(self->peer_xdp);
-	env_down(&self->e);
+	netns_pair_down(&self->e);
 }
 
 TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 {
-	const FIXTURE_VARIANT(netns) *v = VARIANT(netns);
 	uint8_t txid[12] = {0x5a, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
 	uint8_t req[40], bad[40], user_reply[128], xdp_reply[128];
 	struct sockaddr_storage from, mapped, me, srv;
-	unsigned int af = v->v6 ? KDERP_STUN_AF_IPV6 : KDERP_STUN_AF_IPV4;
+	unsigned int af = variant->v6 ? KDERP_STUN_AF_IPV6 : KDERP_STUN_AF_IPV4;
 	struct kderp_stun_counts c;
 	char ifspec[64], cmd[256];
 	ssize_t nu, nx;
@@ -333,51 +234,54 @@ TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 	const char *mode;
 	int fd;
 
-	fd = client_socket(&self->e, v->cli);
+	fd = client_socket(&self->e, variant->cli);
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, getsockname(fd, (void *)&me, &ml));
 	kderp_stun_build_request(req, sizeof(req), txid);
 
 	/* 1. no XDP: user space answers with the client's address */
-	nu = exchange(fd, v->srv, req, sizeof(req), user_reply, sizeof(user_reply), &from, 5, 1000);
-	ASSERT_EQ(v->v6 ? 44 : 32, nu);
+	nu = exchange(fd, variant->srv, req, sizeof(req), user_reply, sizeof(user_reply), &from, 5,
+		      1000);
+	ASSERT_EQ(variant->v6 ? 44 : 32, nu);
 	ASSERT_EQ(0, kderp_stun_parse_response(user_reply, nu, txid, &mapped));
 	ASSERT_EQ(0, memcmp(&me, &mapped, ml));
-	make_addr(v->srv, STUN_PORT, &srv, &sl);
+	make_addr(variant->srv, STUN_PORT, &srv, &sl);
 	ASSERT_EQ(0, memcmp(&srv, &from, sl));
 	counts_at_least(self->stun, &c, 0, 1);
 	ASSERT_EQ(1, c.success);
 
 	/* 2. XDP on the server's veth */
-	snprintf(ifspec, sizeof(ifspec), "%s%s", *v->mode ? self->e.if_srv : "auto", v->mode);
-	ASSERT_EQ(0, enter(self->e.fd_srv));
-	self->xdp = kderp_xdp_attach(ifspec, v->srv, STUN_PORT);
-	if (!self->xdp && !strcmp(v->mode, ":native")) {
-		enter(self->e.fd_orig);
+	snprintf(ifspec, sizeof(ifspec), "%s%s", *variant->mode ? self->e.if_srv : "auto",
+		 variant->mode);
+	ASSERT_EQ(0, netns_enter(self->e.fd_srv));
+	self->xdp = kderp_xdp_attach(ifspec, variant->srv, STUN_PORT);
+	if (!self->xdp && !strcmp(variant->mode, ":native")) {
+		netns_enter(self->e.fd_orig);
 		SKIP(close(fd); return, "native XDP on veth unavailable: %s", strerror(errno));
 	}
 	ASSERT_NE(NULL, self->xdp);
 	mode = kderp_xdp_mode(self->xdp, self->e.if_srv);
 	ASSERT_NE(NULL, mode);
-	if (!strcmp(v->mode, ":native"))
+	if (!strcmp(variant->mode, ":native"))
 		ASSERT_STREQ("native", mode);
-	if (!strcmp(v->mode, ":generic"))
+	if (!strcmp(variant->mode, ":generic"))
 		ASSERT_STREQ("generic", mode);
 	/* the kernel agrees: ip link shows the program in that mode */
 	snprintf(cmd, sizeof(cmd), "ip -n %s link show dev %s | grep -q '%s'", self->e.ns_srv,
 		 self->e.if_srv, !strcmp(mode, "native") ? "xdp " : "xdpgeneric");
-	ASSERT_EQ(0, sh("%s", cmd));
-	enter(self->e.fd_orig);
+	ASSERT_EQ(0, netns_sh("%s", cmd));
+	netns_enter(self->e.fd_orig);
 	if (!strcmp(mode, "native")) {
 		/* veth delivers XDP_TX frames to a peer only if it runs XDP too:
 		 * give the client side an instance (its packets all PASS) */
-		ASSERT_EQ(0, enter(self->e.fd_cli));
+		ASSERT_EQ(0, netns_enter(self->e.fd_cli));
 		self->peer_xdp = kderp_xdp_attach(self->e.if_cli, "", STUN_PORT);
-		enter(self->e.fd_orig);
+		netns_enter(self->e.fd_orig);
 		ASSERT_NE(NULL, self->peer_xdp);
 	}
 
-	nx = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
+	nx = exchange(fd, variant->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3,
+		      1000);
 	ASSERT_EQ(nu, nx);
 	ASSERT_EQ(0, memcmp(user_reply, xdp_reply, nu));
 	ASSERT_EQ(0, memcmp(&srv, &from, sl));
@@ -389,7 +293,8 @@ TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 	/* 3. wrong SOFTWARE: XDP passes it up, user space counts not_stun, no reply */
 	memcpy(bad, req, sizeof(bad));
 	bad[31] = 'x';
-	nx = exchange(fd, v->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 1, 300);
+	nx = exchange(fd, variant->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 1,
+		      300);
 	ASSERT_EQ(-1, nx);
 	ASSERT_EQ(1,
 		  xdp_slot(self->xdp, af, KDERP_STUN_OUT_PASS, KDERP_STUN_END_INVALID_SW_ATTR_VAL));
@@ -400,29 +305,32 @@ TEST_F_TIMEOUT(netns, user_then_xdp, 60)
 	/* 4. bad FINGERPRINT: XDP (like derper's) does not check it and answers */
 	memcpy(bad, req, sizeof(bad));
 	bad[39] ^= 0xff;
-	nx = exchange(fd, v->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
+	nx = exchange(fd, variant->srv, bad, sizeof(bad), xdp_reply, sizeof(xdp_reply), &from, 3,
+		      1000);
 	ASSERT_EQ(nu, nx);
 	ASSERT_EQ(2, xdp_slot(self->xdp, af, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
 
 	/* 5. drop switch: nothing comes back, nothing reaches user space */
 	ASSERT_EQ(0, kderp_xdp_set_drop(self->xdp, true));
-	nx = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 1, 300);
+	nx = exchange(fd, variant->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 1,
+		      300);
 	ASSERT_EQ(-1, nx);
 	ASSERT_EQ(1, xdp_slot(self->xdp, af, KDERP_STUN_OUT_DROP, KDERP_STUN_END_DROP_STUN));
 	ASSERT_EQ(0, kderp_xdp_set_drop(self->xdp, false));
 
 	/* 6. detached: user space answers again, identically */
-	ASSERT_EQ(0, enter(self->e.fd_srv));
+	ASSERT_EQ(0, netns_enter(self->e.fd_srv));
 	kderp_xdp_detach(self->xdp);
 	self->xdp = NULL;
-	enter(self->e.fd_orig);
-	nu = exchange(fd, v->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3, 1000);
-	ASSERT_EQ(nx > 0 ? nx : (v->v6 ? 44 : 32), nu);
+	netns_enter(self->e.fd_orig);
+	nu = exchange(fd, variant->srv, req, sizeof(req), xdp_reply, sizeof(xdp_reply), &from, 3,
+		      1000);
+	ASSERT_EQ(nx > 0 ? nx : (variant->v6 ? 44 : 32), nu);
 	ASSERT_EQ(0, memcmp(user_reply, xdp_reply, nu));
 	counts_at_least(self->stun, &c, 1, 2);
 	ASSERT_EQ(2, c.success);
-	ASSERT_EQ(v->v6 ? 0 : 2, c.ipv4);
-	ASSERT_EQ(v->v6 ? 2 : 0, c.ipv6);
+	ASSERT_EQ(variant->v6 ? 0 : 2, c.ipv4);
+	ASSERT_EQ(variant->v6 ? 2 : 0, c.ipv6);
 	close(fd);
 }
 
@@ -430,7 +338,8 @@ TEST_TIMEOUT(reattach_after_interface_returns, 60)
 {
 	uint8_t txid[12] = {0x77}, req[40], reply[128];
 	struct sockaddr_storage from;
-	struct env env = {0}, *e = &env;
+	struct netns_pair env = {0}, *e = &env;
+	char why[64];
 	struct kderp_xdp *x;
 	const char *mode = NULL;
 	char ifspec[64];
@@ -439,35 +348,25 @@ TEST_TIMEOUT(reattach_after_interface_returns, 60)
 
 	/* on failure the watchdog removes the namespaces, and the process
 	 * exit closes the XDP link */
-	if (geteuid() != 0)
-		SKIP(return, "needs root (network namespaces, XDP)");
-	if (sh("ip -V >/dev/null 2>&1"))
-		SKIP(return, "needs iproute2");
-	ASSERT_EQ(0, env_up(e));
-	ASSERT_EQ(0, enter(e->fd_srv));
+	if (!have_netns(why, sizeof(why)))
+		SKIP(return, "%s", why);
+	env_up(_metadata, e);
+	ASSERT_EQ(0, netns_enter(e->fd_srv));
 	snprintf(ifspec, sizeof(ifspec), "%s:generic", e->if_srv);
 	x = kderp_xdp_attach(ifspec, SRV4, STUN_PORT);
-	enter(e->fd_orig);
+	netns_enter(e->fd_orig);
 	ASSERT_NE(NULL, x);
 
 	/* delete the pair and build it again under the same names */
-	ASSERT_EQ(0, sh("ip -n %s link del %s", e->ns_srv, e->if_srv));
-	ASSERT_EQ(0,
-		  sh("ip -n %s link add %s type veth peer name %s netns %s", e->ns_srv, e->if_srv,
-		     e->if_cli, e->ns_cli));
-	ASSERT_EQ(0,
-		  sh("ip -n %s addr add " SRV4 "/24 dev %s && ip -n %s link set %s up", e->ns_srv,
-		     e->if_srv, e->ns_srv, e->if_srv));
-	ASSERT_EQ(0,
-		  sh("ip -n %s addr add " CLI4 "/24 dev %s && ip -n %s link set %s up", e->ns_cli,
-		     e->if_cli, e->ns_cli, e->if_cli));
+	ASSERT_EQ(0, netns_sh("ip -n %s link del %s", e->ns_srv, e->if_srv));
+	netns_veth_add(_metadata, e, srv4_addrs, cli4_addrs);
 	ASSERT_EQ(0, client_tx_csum_off(e));
 	/* the watcher reacts to the link event (bounded wait: 10 s) */
 	for (int i = 0; i < 100 && !mode; i++) {
 		usleep(100000);
-		ASSERT_EQ(0, enter(e->fd_srv));
+		ASSERT_EQ(0, netns_enter(e->fd_srv));
 		mode = kderp_xdp_mode(x, e->if_srv);
-		enter(e->fd_orig);
+		netns_enter(e->fd_orig);
 	}
 	ASSERT_NE(NULL, mode);
 
@@ -479,9 +378,9 @@ TEST_TIMEOUT(reattach_after_interface_returns, 60)
 	ASSERT_EQ(1,
 		  xdp_slot(x, KDERP_STUN_AF_IPV4, KDERP_STUN_OUT_TX, KDERP_STUN_END_UNSPECIFIED));
 	close(fd);
-	ASSERT_EQ(0, enter(e->fd_srv));
+	ASSERT_EQ(0, netns_enter(e->fd_srv));
 	kderp_xdp_detach(x);
-	env_down(e);
+	netns_pair_down(e);
 }
 
 /* A valid request of @total bytes: SOFTWARE first, a padding attribute, FINGERPRINT. */
@@ -532,7 +431,8 @@ TEST_TIMEOUT(bad_input_end_to_end, 60)
 	uint8_t big[2000], req[40], reply[256];
 	static const uint8_t nops[4] = {1, 1, 1, 0};
 	struct sockaddr_storage from, mapped, me;
-	struct env env = {0}, *e = &env;
+	struct netns_pair env = {0}, *e = &env;
+	char why[64];
 	struct kderp_stun *stun;
 	struct kderp_xdp *x;
 	char ifspec[64];
@@ -540,16 +440,14 @@ TEST_TIMEOUT(bad_input_end_to_end, 60)
 	int fd, one = 1;
 	ssize_t n;
 
-	if (geteuid() != 0)
-		SKIP(return, "needs root (network namespaces, XDP)");
-	if (sh("ip -V >/dev/null 2>&1"))
-		SKIP(return, "needs iproute2");
-	ASSERT_EQ(0, env_up(e));
-	ASSERT_EQ(0, enter(e->fd_srv));
+	if (!have_netns(why, sizeof(why)))
+		SKIP(return, "%s", why);
+	env_up(_metadata, e);
+	ASSERT_EQ(0, netns_enter(e->fd_srv));
 	stun = kderp_stun_start("", STUN_PORT);
 	snprintf(ifspec, sizeof(ifspec), "%s:generic", e->if_srv);
 	x = kderp_xdp_attach(ifspec, "", STUN_PORT);
-	enter(e->fd_orig);
+	netns_enter(e->fd_orig);
 	ASSERT_NE(NULL, stun);
 	ASSERT_NE(NULL, x);
 	big_request(big, sizeof(big), txid);
@@ -611,10 +509,10 @@ TEST_TIMEOUT(bad_input_end_to_end, 60)
 	ASSERT_EQ(3, user_success(stun, 3));
 	close(fd);
 
-	ASSERT_EQ(0, enter(e->fd_srv));
+	ASSERT_EQ(0, netns_enter(e->fd_srv));
 	kderp_xdp_detach(x);
 	kderp_stun_stop(stun);
-	env_down(e);
+	netns_pair_down(e);
 }
 
 TEST(attach_errors)
@@ -641,7 +539,7 @@ TEST(busy_interface_and_auto_loopback)
 		SKIP(return, "needs root");
 	/* a private namespace: XDP on its lo disturbs nobody */
 	ASSERT_EQ(0, unshare(CLONE_NEWNET));
-	ASSERT_EQ(0, sh("ip link set lo up"));
+	ASSERT_EQ(0, netns_sh("ip link set lo up"));
 	/* auto follows the listen address: 127.0.0.1 lives on lo */
 	a = kderp_xdp_attach("auto", "127.0.0.1", STUN_PORT);
 	ASSERT_NE(NULL, a);
@@ -652,7 +550,7 @@ TEST(busy_interface_and_auto_loopback)
 	ASSERT_EQ(EBUSY, errno);
 	ASSERT_STREQ("generic", kderp_xdp_mode(a, "lo"));
 	kderp_xdp_detach(a);
-	ASSERT_NE(0, sh("ip link show dev lo | grep -q xdp"));
+	ASSERT_NE(0, netns_sh("ip link show dev lo | grep -q xdp"));
 	/* once it is gone, the interface is free again */
 	b = kderp_xdp_attach("lo:generic", "", STUN_PORT);
 	ASSERT_NE(NULL, b);

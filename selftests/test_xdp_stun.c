@@ -491,46 +491,31 @@ static int run(int prog_fd, const struct frame *in, struct frame *out, __u32 *re
 	return 0;
 }
 
-static unsigned int outcome_of(int action)
-{
-	switch (action) {
-	case XDP_TX:
-		return KDERP_STUN_OUT_TX;
-	case XDP_DROP:
-		return KDERP_STUN_OUT_DROP;
-	case XDP_PASS:
-		return KDERP_STUN_OUT_PASS;
-	default:
-		return KDERP_STUN_OUT_ABORTED;
-	}
-}
-
 TEST_F(xdp, table)
 {
-	const FIXTURE_VARIANT(xdp) *v = VARIANT(xdp);
 	struct kderp_stun_counter before[KDERP_STUN_NR_COUNTERS], after[KDERP_STUN_NR_COUNTERS];
 	struct frame in, out, want;
 	unsigned int af, slot;
 	__u32 retval = 0;
 
-	build_request(&in, v->v6);
-	v->mutate(&in);
-	if (v->fix & FIX_IP)
+	build_request(&in, variant->v6);
+	variant->mutate(&in);
+	if (variant->fix & FIX_IP)
 		fix_ip(&in);
-	if (v->fix & FIX_UDP)
+	if (variant->fix & FIX_UDP)
 		fix_udp(&in);
-	if (v->action == XDP_TX)
-		build_reply(&want, v->v6);
+	if (variant->action == XDP_TX)
+		build_reply(&want, variant->v6);
 	else
 		want = in;
 
-	if (v->drop_stun)
+	if (variant->drop_stun)
 		ASSERT_EQ(0, kderp_xdp_set_drop(self->x, true));
 	ASSERT_EQ(0, kderp_xdp_read_counters(self->x, before));
 	ASSERT_EQ(0, run(kderp_xdp_prog_fd(self->x), &in, &out, &retval));
 	ASSERT_EQ(0, kderp_xdp_read_counters(self->x, after));
 
-	ASSERT_EQ(v->action, (int)retval);
+	ASSERT_EQ(variant->action, (int)retval);
 	ASSERT_EQ(want.len, out.len);
 	for (size_t i = 0; i < want.len; i++) {
 		if (want.b[i] != out.b[i])
@@ -538,10 +523,10 @@ TEST_F(xdp, table)
 		ASSERT_EQ(want.b[i], out.b[i]);
 	}
 
-	af = v->af_unknown ? KDERP_STUN_AF_UNKNOWN
-		: v->v6	   ? KDERP_STUN_AF_IPV6
-			   : KDERP_STUN_AF_IPV4;
-	slot = kderp_stun_counter_idx(af, outcome_of(v->action), v->end);
+	af = variant->af_unknown ? KDERP_STUN_AF_UNKNOWN
+		: variant->v6	 ? KDERP_STUN_AF_IPV6
+				 : KDERP_STUN_AF_IPV4;
+	slot = kderp_stun_counter_idx(af, kderp_stun_outcome_of(variant->action), variant->end);
 	for (unsigned int i = 0; i < KDERP_STUN_NR_COUNTERS; i++) {
 		__u64 dp = after[i].packets - before[i].packets;
 		__u64 db = after[i].bytes - before[i].bytes;

@@ -171,8 +171,9 @@ static void conn_tick(struct conn *c)
 static void loop_trim(struct worker *w)
 {
 	const struct worker_stats *st = w->stats;
-	uint64_t work = STAT_READ(st->c[CTR_PACKETS_SENT]) + STAT_READ(st->c[CTR_PACKETS_RECEIVED]) +
-		STAT_READ(st->c[CTR_HTTP_REQUESTS]) + w->nconns;
+	uint64_t work = STAT_READ(st->c[CTR_PACKETS_SENT]) +
+		STAT_READ(st->c[CTR_PACKETS_RECEIVED]) + STAT_READ(st->c[CTR_HTTP_REQUESTS]) +
+		w->nconns;
 
 	if (work != w->trim_work) {
 		w->trim_work = work;
@@ -475,8 +476,8 @@ static void *worker_main(void *arg)
 	w->next_tick = w->now + TICK_NS;
 	while (!atomic_load(&w->srv->stopping)) {
 		int timeout = (w->flush || w->reread || w->reread_later) ? 0
-			: w->accept_paused					? 50
-										: 250;
+			: w->accept_paused				 ? 50
+									 : 250;
 		int n = epoll_wait(w->epfd, evs, EPOLL_BATCH, timeout);
 
 		w->now = now_ns();

@@ -52,6 +52,7 @@
 #include <sodium.h>
 
 #include "harness.h"
+#include "ktls_stat.h"
 #include "ktls_util.h"
 #include "derpc.h"
 #include "derp_daemon.h"
@@ -63,33 +64,6 @@
 #define WAIT_MS 5000
 
 /* ---- kernel facts ---- */
-
-struct tls_stat {
-	long long curr_tx, curr_rx, decrypt_err;
-};
-
-/* TlsCurrTxSw, TlsCurrRxSw, TlsDecryptError of this network namespace. */
-static int tls_stat_read(struct tls_stat *st)
-{
-	char name[64];
-	long long v;
-	FILE *f;
-
-	st->curr_tx = st->curr_rx = st->decrypt_err = -1;
-	f = fopen("/proc/net/tls_stat", "r");
-	if (!f)
-		return -errno;
-	while (fscanf(f, "%63s %lld", name, &v) == 2) {
-		if (!strcmp(name, "TlsCurrTxSw"))
-			st->curr_tx = v;
-		else if (!strcmp(name, "TlsCurrRxSw"))
-			st->curr_rx = v;
-		else if (!strcmp(name, "TlsDecryptError"))
-			st->decrypt_err = v;
-	}
-	fclose(f);
-	return st->curr_tx < 0 || st->curr_rx < 0 || st->decrypt_err < 0 ? -EPROTO : 0;
-}
 
 /* /dev/kmsg, positioned at its end: later reads see only new records. */
 static int kmsg_open(void)
@@ -255,7 +229,7 @@ FIXTURE(ktls_bad)
 	char mode[16]; /* the bad connection's TLS mode as kderpd logged it */
 	int kmsg; /* /dev/kmsg at the start, or -errno */
 	bool own_netns;
-	struct tls_stat st0; /* with all three connected */
+	struct ktls_stat st0; /* with all three connected */
 };
 
 FIXTURE_VARIANT(ktls_bad)
@@ -297,11 +271,9 @@ static bool conn_mode(const struct derp_daemon *d, const char *addr, char *mode,
 
 FIXTURE_SETUP(ktls_bad)
 {
-	const FIXTURE_VARIANT(ktls_bad) *v = VARIANT(ktls_bad);
-	const char *extra[] = {v->tls_max, NULL};
+	const char *extra[] = {variant->tls_max, NULL};
 	char mode[16];
 
-	signal(SIGPIPE, SIG_IGN);
 	self->kmsg = -1;
 	derpc_init(&self->a, NULL);
 	derpc_init(&self->b, NULL);
@@ -317,13 +289,13 @@ FIXTURE_SETUP(ktls_bad)
 		TH_LOG("no kernel log check: /dev/kmsg: %s", strerror(-self->kmsg));
 
 	self->d.tls = true;
-	ASSERT_EQ(0, dd_start(&self->d, extra));
+	dd_setup(_metadata, &self->d, extra);
 	if (!self->d.is_kderpd)
 		SKIP(return, "the server is not kderpd (it logs no TLS mode)");
-	ASSERT_EQ(0, dd_connect(&self->d, &self->a));
-	ASSERT_EQ(0, dd_connect(&self->d, &self->b));
-	ASSERT_EQ(0, dd_connect(&self->d, &self->bad));
-	ASSERT_EQ(v->version, SSL_version(derpc_ssl(&self->bad)));
+	dd_client(_metadata, &self->d, &self->a);
+	dd_client(_metadata, &self->d, &self->b);
+	dd_client(_metadata, &self->d, &self->bad);
+	ASSERT_EQ(variant->version, SSL_version(derpc_ssl(&self->bad)));
 	dd_local_addr(&self->a, self->a_addr, sizeof(self->a_addr));
 	dd_local_addr(&self->b, self->b_addr, sizeof(self->b_addr));
 	dd_local_addr(&self->bad, self->bad_addr, sizeof(self->bad_addr));
@@ -334,18 +306,18 @@ FIXTURE_SETUP(ktls_bad)
 	ASSERT_STREQ(self->mode, mode);
 	TH_LOG("%s: bad client %s in mode %s", SSL_get_version(derpc_ssl(&self->bad)),
 	       self->bad_addr, self->mode);
-	if (v->version == TLS1_2_VERSION)
+	if (variant->version == TLS1_2_VERSION)
 		ASSERT_STREQ("ktls-txrx", self->mode);
 	else
 		ASSERT_EQ(0, strncmp(self->mode, "ktls-tx", 7));
 
 	/* and the kernel agrees: one TX (and for ktls-txrx, RX) context each */
-	ASSERT_EQ(0, tls_stat_read(&self->st0));
+	ktls_stat(_metadata, &self->st0);
 	if (self->own_netns) {
-		ASSERT_EQ(3, self->st0.curr_tx);
-		ASSERT_EQ(strcmp(self->mode, "ktls-txrx") ? 0 : 3, self->st0.curr_rx);
+		ASSERT_EQ(3, self->st0.curr_tx_sw);
+		ASSERT_EQ(strcmp(self->mode, "ktls-txrx") ? 0 : 3, self->st0.curr_rx_sw);
 	} else {
-		ASSERT_LE(3, self->st0.curr_tx);
+		ASSERT_LE(3, self->st0.curr_tx_sw);
 	}
 	ASSERT_LE(0, dd_relay_once(&self->a, &self->b, WAIT_MS));
 }
@@ -358,7 +330,7 @@ FIXTURE_TEARDOWN(ktls_bad)
 	derpc_close(&self->bad);
 	derpc_close(&self->a);
 	derpc_close(&self->b);
-	dd_stop(&self->d);
+	dd_teardown(_metadata, &self->d);
 	if (self->kmsg >= 0)
 		close(self->kmsg);
 }
@@ -463,7 +435,7 @@ static void run_case(struct __test_metadata *_metadata, FIXTURE_DATA(ktls_bad) *
 	const char *want = expected_reason(what, kernel_rx);
 	long since = dd_log_size(&self->d);
 	char line[512];
-	struct tls_stat st;
+	struct ktls_stat st;
 	int64_t t0;
 	int ms;
 
@@ -495,14 +467,14 @@ static void run_case(struct __test_metadata *_metadata, FIXTURE_DATA(ktls_bad) *
 	ASSERT_TRUE(dd_alive(&self->d));
 
 	/* the kernel let go of the bad socket's kTLS state and kept the others */
-	ASSERT_EQ(0, tls_stat_read(&st));
+	ktls_stat(_metadata, &st);
 	TH_LOG("tls_stat: TlsCurrTxSw %lld -> %lld, TlsCurrRxSw %lld -> %lld, "
 	       "TlsDecryptError %lld -> %lld",
-	       self->st0.curr_tx, st.curr_tx, self->st0.curr_rx, st.curr_rx, self->st0.decrypt_err,
-	       st.decrypt_err);
+	       self->st0.curr_tx_sw, st.curr_tx_sw, self->st0.curr_rx_sw, st.curr_rx_sw,
+	       self->st0.decrypt_err, st.decrypt_err);
 	if (self->own_netns) {
-		EXPECT_EQ(2, st.curr_tx);
-		EXPECT_EQ(kernel_rx ? 2 : 0, st.curr_rx);
+		EXPECT_EQ(2, st.curr_tx_sw);
+		EXPECT_EQ(kernel_rx ? 2 : 0, st.curr_rx_sw);
 		/* only a kernel-decrypted forged record counts as a decrypt error */
 		EXPECT_EQ(self->st0.decrypt_err + (what == BAD_TAG && kernel_rx), st.decrypt_err);
 	}
@@ -549,14 +521,14 @@ TEST_F_TIMEOUT(ktls_bad, bad_tag, 60)
 
 TEST_F_TIMEOUT(ktls_bad, renegotiation, 60)
 {
-	if (VARIANT(ktls_bad)->version != TLS1_2_VERSION)
+	if (variant->version != TLS1_2_VERSION)
 		SKIP(return, "TLS 1.3 has no renegotiation");
 	run_case(_metadata, self, BAD_RENEGOTIATION);
 }
 
 TEST_F_TIMEOUT(ktls_bad, key_update, 60)
 {
-	if (VARIANT(ktls_bad)->version != TLS1_3_VERSION)
+	if (variant->version != TLS1_3_VERSION)
 		SKIP(return, "KeyUpdate exists only in TLS 1.3");
 	run_case(_metadata, self, BAD_KEY_UPDATE);
 }

@@ -13,36 +13,24 @@
 #   TlsRxSw unchanged (1.3)   OpenSSL 3.0/3.1 keep TLS 1.3 receive in user space
 #   TlsDecryptError unchanged no record failed to decrypt in the kernel
 # Meant for a guest kernel with CONFIG_TLS (make vm-test); SKIPs elsewhere.
+# Per version four tests: tlsVV_interop makes the run, the next three judge
+# the counters it saw.
 set -u
 
 dir=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=selftests/lib.sh
-. "$dir/lib.sh"
+# shellcheck source=selftests/lib/lib.sh
+. "$dir/lib/lib.sh"
+
+ALL_TESTS="tls13_interop tls13_ktls_send tls13_ktls_recv tls13_no_decrypt_errors
+	tls12_interop tls12_ktls_send tls12_ktls_recv tls12_no_decrypt_errors"
 
 out=${KDERP_OUTPUT:-$dir/../.output}
-versions=(1.3 1.2)
-checks=4
-
-ktap_header $((${#versions[@]} * checks))
-
-skip_version() { # skip_version VERSION REASON
-	ktap_skip "tls$1 interop" "$2"
-	ktap_skip "tls$1 ktls send" "$2"
-	ktap_skip "tls$1 ktls recv" "$2"
-	ktap_skip "tls$1 no decrypt errors" "$2"
-}
-
-why=
 if [ ! -r /proc/net/tls_stat ]; then
-	why="no /proc/net/tls_stat (kernel without CONFIG_TLS or tls.ko not loaded)"
+	skip_all "no /proc/net/tls_stat (kernel without CONFIG_TLS or tls.ko not loaded)"
 elif [ ! -x "$out/kderpd" ]; then
-	why="kderpd not built"
+	skip_all "kderpd not built"
 elif [ ! -x "$out/kderp-interop" ]; then
-	why="kderp-interop not built"
-fi
-if [ -n "$why" ]; then
-	for v in "${versions[@]}"; do skip_version "$v" "$why"; done
-	ktap_finish
+	skip_all "kderp-interop not built"
 fi
 
 tls_stat() { # tls_stat NAME
@@ -58,13 +46,18 @@ esac
 echo "# OpenSSL ${ossl:-unknown}, kernel $(uname -r)"
 
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+at_exit rm -f "$tmp"
 
 # The interop cases to run. "order" (10000 packets) is left out: under TCG it
 # needs about as long as its 20 s case timeout. "faststart" needs TLS 1.3.
 cases=${KTLS_INTEROP_CASES:-sendrecv three ping peergone peergone-scope nothere upgrade untrusted}
 
-for v in "${versions[@]}"; do
+# What the run of each version saw: ran (yes, or why not), the tls_stat deltas.
+declare -A ran dtx drx dde
+
+# interop_run VERSION: test_interop.sh with the server at --tls-max=VERSION.
+interop_run() {
+	local v=$1 args vcases tx0 rx0 de0 rc tls_ok tls_run
 	# With --tls-max in the daemon flags test_interop.sh makes one TLS run,
 	# at that version, instead of its own 1.3 and 1.2 runs.
 	args=--tls-max=$v
@@ -78,51 +71,62 @@ for v in "${versions[@]}"; do
 		KDERP_INTEROP_CASES="$vcases" KDERP_INTEROP_TIMEOUT=${KDERP_INTEROP_TIMEOUT:-40} \
 		"$dir/test_interop.sh" >"$tmp" 2>&1
 	rc=$?
-	dtx=$(($(tls_stat TlsTxSw) - tx0))
-	drx=$(($(tls_stat TlsRxSw) - rx0))
-	dde=$(($(tls_stat TlsDecryptError) - de0))
+	dtx[$v]=$(($(tls_stat TlsTxSw) - tx0))
+	drx[$v]=$(($(tls_stat TlsRxSw) - rx0))
+	dde[$v]=$(($(tls_stat TlsDecryptError) - de0))
 	sed 's/^/    /' "$tmp"
-	tls_ok=$(grep -cE '^ok [0-9]+ interop tls ' "$tmp")
-	tls_run=$(grep -E '^(not )?ok [0-9]+ interop tls ' "$tmp" | grep -vc '# SKIP')
+	tls_ok=$(grep -cE '^ok [0-9]+ tls_' "$tmp")
+	tls_run=$(grep -E '^(not )?ok [0-9]+ tls_' "$tmp" | grep -vc '# SKIP')
 	echo "# TLS $v: $tls_ok of $tls_run TLS cases passed;" \
-		"tls_stat TlsTxSw +$dtx TlsRxSw +$drx TlsDecryptError +$dde"
-
+		"tls_stat TlsTxSw +${dtx[$v]} TlsRxSw +${drx[$v]} TlsDecryptError +${dde[$v]}"
 	if [ "$rc" -eq 4 ] || [ "$tls_run" -eq 0 ]; then
-		skip_version "$v" "test_interop.sh ran no TLS case"
-		continue
+		ran[$v]="test_interop.sh ran no TLS case"
+		skip "${ran[$v]}"
+		return
 	fi
-	if [ "$rc" -eq 0 ]; then
-		ktap_pass "tls$v interop"
-	else
-		ktap_fail "tls$v interop" "test_interop.sh exit $rc"
-	fi
-	if [ "$dtx" -gt 0 ]; then
-		ktap_pass "tls$v ktls send"
-	else
-		ktap_fail "tls$v ktls send" "TlsTxSw did not grow: kderpd sent in user space"
-	fi
-	if [ "$v" = 1.2 ]; then
-		if [ "$drx" -gt 0 ]; then
-			ktap_pass "tls$v ktls recv"
-		else
-			ktap_fail "tls$v ktls recv" "TlsRxSw did not grow: kderpd received in user space"
-		fi
-	elif [ "$rx13_offloaded" = no ]; then
-		if [ "$dtx" -eq 0 ]; then
-			ktap_fail "tls$v ktls recv" "no kTLS connection to judge"
-		elif [ "$drx" -eq 0 ]; then
-			ktap_pass "tls$v ktls recv"
-		else
-			ktap_fail "tls$v ktls recv" "TlsRxSw +$drx with OpenSSL $ossl (expected no TLS 1.3 RX)"
-		fi
-	else
-		ktap_skip "tls$v ktls recv" "OpenSSL $ossl may or may not offload TLS 1.3 receive"
-	fi
-	if [ "$dde" -eq 0 ]; then
-		ktap_pass "tls$v no decrypt errors"
-	else
-		ktap_fail "tls$v no decrypt errors" "TlsDecryptError +$dde"
-	fi
-done
+	ran[$v]=yes
+	[ "$rc" -eq 0 ] || fail "test_interop.sh exit $rc"
+}
 
-ktap_finish
+# judge VERSION: the run of that version happened (else skip with its reason).
+judge() {
+	[ "${ran[$1]:-}" = yes ] && return 0
+	skip "${ran[$1]:-no run}"
+}
+
+ktls_send() { # kderpd moved TLS send into the kernel
+	judge "$1" || return
+	[ "${dtx[$1]}" -gt 0 ] || fail "TlsTxSw did not grow: kderpd sent in user space"
+}
+
+ktls_recv() {
+	local v=$1
+	judge "$v" || return
+	if [ "$v" = 1.2 ]; then
+		[ "${drx[$v]}" -gt 0 ] || fail "TlsRxSw did not grow: kderpd received in user space"
+	elif [ "$rx13_offloaded" = no ]; then
+		if [ "${dtx[$v]}" -eq 0 ]; then
+			fail "no kTLS connection to judge"
+		elif [ "${drx[$v]}" -ne 0 ]; then
+			fail "TlsRxSw +${drx[$v]} with OpenSSL $ossl (expected no TLS 1.3 RX)"
+		fi
+	else
+		skip "OpenSSL $ossl may or may not offload TLS 1.3 receive"
+	fi
+}
+
+no_decrypt_errors() {
+	judge "$1" || return
+	[ "${dde[$1]}" -eq 0 ] || fail "TlsDecryptError +${dde[$1]}"
+}
+
+tls13_interop() { interop_run 1.3; }
+tls13_ktls_send() { ktls_send 1.3; }
+tls13_ktls_recv() { ktls_recv 1.3; }
+tls13_no_decrypt_errors() { no_decrypt_errors 1.3; }
+tls12_interop() { interop_run 1.2; }
+tls12_ktls_send() { ktls_send 1.2; }
+tls12_ktls_recv() { ktls_recv 1.2; }
+tls12_no_decrypt_errors() { no_decrypt_errors 1.2; }
+
+run_all_tests

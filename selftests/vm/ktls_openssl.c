@@ -46,6 +46,7 @@
 #include <openssl/x509.h>
 
 #include "harness.h"
+#include "ktls_stat.h"
 #include "ktls_util.h"
 
 #ifndef TCP_ULP
@@ -53,32 +54,6 @@
 #endif
 
 #define XFER_BYTES (48 * 1024)
-
-struct tls_stat {
-	long long tx_sw;
-	long long rx_sw;
-};
-
-/* Reads TlsTxSw / TlsRxSw; -ENOENT if the kernel has no TLS statistics. */
-static int tls_stat_read(struct tls_stat *st)
-{
-	char name[64];
-	long long v;
-	FILE *f;
-
-	st->tx_sw = st->rx_sw = -1;
-	f = fopen("/proc/net/tls_stat", "r");
-	if (!f)
-		return -errno;
-	while (fscanf(f, "%63s %lld", name, &v) == 2) {
-		if (!strcmp(name, "TlsTxSw"))
-			st->tx_sw = v;
-		else if (!strcmp(name, "TlsRxSw"))
-			st->rx_sw = v;
-	}
-	fclose(f);
-	return st->tx_sw < 0 || st->rx_sw < 0 ? -EPROTO : 0;
-}
 
 /* A throwaway P-256 key and a self-signed certificate for CN=kderp.test. */
 static int make_cert(EVP_PKEY **pkey, X509 **cert)
@@ -191,7 +166,7 @@ FIXTURE(ktls_openssl)
 	int fds[2]; /* [0] client, [1] server */
 	bool own_netns;
 	bool have_stat; /* /proc/net/tls_stat exists */
-	struct tls_stat before;
+	struct ktls_stat before;
 };
 
 #define KTLS_SERVER 1
@@ -317,7 +292,6 @@ static SSL_CTX *make_ctx(struct __test_metadata *_metadata, FIXTURE_DATA(ktls_op
 
 FIXTURE_SETUP(ktls_openssl)
 {
-	const FIXTURE_VARIANT(ktls_openssl) *v = VARIANT(ktls_openssl);
 
 	self->fds[0] = self->fds[1] = -1;
 	if (geteuid() == 0) {
@@ -325,16 +299,16 @@ FIXTURE_SETUP(ktls_openssl)
 		self->own_netns = true;
 	}
 	if (have_tls_ulp()) {
-		if (v->fallback)
+		if (variant->fallback)
 			SKIP(return, "kernel has the TLS ULP; the fallback runs only without it");
-		ASSERT_EQ(0, tls_stat_read(&self->before));
+		ktls_stat(_metadata, &self->before);
 		self->have_stat = true;
-	} else if (v->ktls_ends && !v->fallback) {
+	} else if (variant->ktls_ends && !variant->fallback) {
 		SKIP(return, "kernel has no TLS ULP (CONFIG_TLS unset or tls.ko not loaded)");
 	}
 	ASSERT_EQ(0, make_cert(&self->pkey, &self->cert));
-	self->sctx = make_ctx(_metadata, self, v, true);
-	self->cctx = make_ctx(_metadata, self, v, false);
+	self->sctx = make_ctx(_metadata, self, variant, true);
+	self->cctx = make_ctx(_metadata, self, variant, false);
 	ASSERT_EQ(0, tcp_pair(self->fds));
 	self->srv = SSL_new(self->sctx);
 	self->cli = SSL_new(self->cctx);
@@ -363,16 +337,15 @@ FIXTURE_TEARDOWN(ktls_openssl)
 
 TEST_F(ktls_openssl, offload)
 {
-	const FIXTURE_VARIANT(ktls_openssl) *v = VARIANT(ktls_openssl);
 	SSL *ends[2] = {self->srv, self->cli};
 	const char *names[2] = {"server", "client"};
 	bool want_recv;
-	struct tls_stat after;
+	struct ktls_stat after;
 	int n_send = 0, n_recv = 0;
 
 	ASSERT_EQ(0, handshake(self->cli, self->srv, self->fds[0], self->fds[1]));
-	ASSERT_EQ(v->version, SSL_version(self->srv));
-	ASSERT_STREQ(v->expect, SSL_get_cipher_name(self->srv));
+	ASSERT_EQ(variant->version, SSL_version(self->srv));
+	ASSERT_STREQ(variant->expect, SSL_get_cipher_name(self->srv));
 	ASSERT_EQ(X509_V_OK, SSL_get_verify_result(self->cli));
 
 	/* Data both ways, through whatever path OpenSSL chose. */
@@ -381,19 +354,19 @@ TEST_F(ktls_openssl, offload)
 	ASSERT_EQ(0, transfer(self->srv, self->cli, 3));
 
 	for (int i = 0; i < 2; i++) {
-		bool on = v->ktls_ends & (i == 0 ? KTLS_SERVER : KTLS_CLIENT);
+		bool on = variant->ktls_ends & (i == 0 ? KTLS_SERVER : KTLS_CLIENT);
 		int s = BIO_get_ktls_send(SSL_get_wbio(ends[i]));
 		int r = BIO_get_ktls_recv(SSL_get_rbio(ends[i]));
 
-		want_recv = on && v->recv;
+		want_recv = on && variant->recv;
 		TH_LOG("%s %s: ktls_send=%d ktls_recv=%d", names[i], SSL_get_version(ends[i]), s,
 		       r);
 		n_send += !!s;
 		n_recv += !!r;
-		ASSERT_EQ(on && v->send, !!s);
+		ASSERT_EQ(on && variant->send, !!s);
 #if OPENSSL_VERSION_NUMBER >= 0x30200000L
 		/* Newer OpenSSL may offload TLS 1.3 receive too; both are fine there. */
-		if (v->version == TLS1_3_VERSION && on && r)
+		if (variant->version == TLS1_3_VERSION && on && r)
 			want_recv = true;
 #endif
 		ASSERT_EQ(want_recv, !!r);
@@ -402,7 +375,7 @@ TEST_F(ktls_openssl, offload)
 	/* The kernel agrees: one software TX/RX context per offloaded direction. */
 	if (!self->have_stat)
 		return;
-	ASSERT_EQ(0, tls_stat_read(&after));
+	ktls_stat(_metadata, &after);
 	TH_LOG("tls_stat delta: TlsTxSw +%lld TlsRxSw +%lld%s", after.tx_sw - self->before.tx_sw,
 	       after.rx_sw - self->before.rx_sw, self->own_netns ? "" : " (shared netns)");
 	if (self->own_netns) {
@@ -432,11 +405,10 @@ TEST_F(ktls_openssl, offload)
  */
 TEST_F(ktls_openssl, peer_key_update)
 {
-	const FIXTURE_VARIANT(ktls_openssl) *v = VARIANT(ktls_openssl);
 	bool srv_tx, cli_tx;
 	int r1, r2 = -1;
 
-	if (v->version != TLS1_3_VERSION)
+	if (variant->version != TLS1_3_VERSION)
 		SKIP(return, "KeyUpdate exists only in TLS 1.3");
 	ASSERT_EQ(0, handshake(self->cli, self->srv, self->fds[0], self->fds[1]));
 	ASSERT_EQ(0, transfer(self->srv, self->cli, 1));

@@ -136,13 +136,13 @@ FIXTURE_SETUP(ktls_sockmap)
 	self->map = bpf_map_create(BPF_MAP_TYPE_SOCKMAP, "kderp_tlsmap", 4, 4, 4, NULL);
 	if (self->map < 0)
 		SKIP(return, "cannot create a sockmap: %s", strerror(errno));
-	if (VARIANT(ktls_sockmap)->parser) {
+	if (variant->parser) {
 		self->parser = load_parser();
 		ASSERT_LE(0, self->parser) TH_LOG("load parser: %s", strerror(errno));
 		ASSERT_EQ(0, bpf_prog_attach(self->parser, self->map, BPF_SK_SKB_STREAM_PARSER, 0))
 		TH_LOG("attach parser: %s", strerror(errno));
 	}
-	if (VARIANT(ktls_sockmap)->verdict) {
+	if (variant->verdict) {
 		self->verdict = load_verdict();
 		ASSERT_LE(0, self->verdict) TH_LOG("load verdict: %s", strerror(errno));
 		ASSERT_EQ(0,

@@ -25,13 +25,14 @@ SELFTESTS += $(VM_BINS)
 $(OUTPUT)/vm/%.o: selftests/vm/%.c | $(OUTPUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -Wno-sign-compare -Iselftests -Iuser/lib -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Wno-sign-compare -Iselftests -Iselftests/lib -Iuser/lib -c $< -o $@
 
+# Every guest test links the shared test library (selftests/selftests.mk);
 # OpenSSL for the kTLS cases, libbpf for the sockmap ones; ktls_badinput
 # drives kderpd with the C DERP client (user/lib/derpc).
 VM_LIBS := $(LIBDERPC_LIBS) $(LIBKDERP_LIBS) $(call pkg_libs,libbpf openssl) -lelf -lz
 
-$(VM_BINS): $(OUTPUT)/vm/%: $(OUTPUT)/vm/%.o $(LIBDERPC) $(LIBKDERP)
+$(VM_BINS): $(OUTPUT)/vm/%: $(OUTPUT)/vm/%.o $(ST_LIB) $(LIBDERPC) $(LIBKDERP)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(VM_LIBS)
 

@@ -1,20 +1,9 @@
-/* SPDX-License-Identifier: MIT */
+// SPDX-License-Identifier: MIT
 /*
- * derp_daemon.h - start a private DERP server for one test and talk to it.
- *
- * The server is $KDERP_DAEMON if set (any derper-compatible binary, e.g. to
- * check that a test encodes Go derper's behaviour), else $KDERP_OUTPUT/kderpd,
- * else kderpd next to the selftests directory the test runs from. It runs on a free 127.0.0.1 port with a key file and
- * a stderr log in a fresh temporary directory:
- *
- *   SERVER -a 127.0.0.1:PORT -c DIR/key --stun=false [--bpffs-dir=...] [extra args]
- *
- * Include after harness.h and derpc.h.
+ * derp_daemon.c - a private DERP server per test (see derp_daemon.h).
  */
-#ifndef KDERP_SELFTESTS_DERP_DAEMON_H
-#define KDERP_SELFTESTS_DERP_DAEMON_H
-
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -28,23 +17,11 @@
 
 #include <sodium.h>
 
-#include "derpc.h"
-
-struct derp_daemon {
-	bool tls; /* set before dd_start: manual certs for 127.0.0.1, self-signed */
-	bool is_kderpd; /* the server is kderpd (not e.g. a derper for comparison) */
-	pid_t pid;
-	uint16_t port;
-	char dir[200];
-	char log_path[240];
-	char key_path[240];
-	char crt_path[240]; /* TLS: the server's self-signed cert, to trust */
-	char bpffs[200]; /* kderpd's pin directory, private to this instance */
-	char bin[512];
-};
+#include "harness.h"
+#include "derp_daemon.h"
 
 /* A TCP port on 127.0.0.1 that is free right now. */
-static inline uint16_t dd_free_port(void)
+static uint16_t dd_free_port(void)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t sl = sizeof(sa);
@@ -60,7 +37,7 @@ static inline uint16_t dd_free_port(void)
 	return port;
 }
 
-static inline bool dd_alive(const struct derp_daemon *d)
+bool dd_alive(const struct derp_daemon *d)
 {
 	int st;
 
@@ -70,7 +47,7 @@ static inline bool dd_alive(const struct derp_daemon *d)
 }
 
 /* Which binary to run; -ENOENT if none is configured or it is missing. */
-static inline int dd_find_bin(struct derp_daemon *d)
+static int dd_find_bin(struct derp_daemon *d)
 {
 	const char *bin = getenv("KDERP_DAEMON");
 	const char *out = getenv("KDERP_OUTPUT");
@@ -97,15 +74,8 @@ static inline int dd_find_bin(struct derp_daemon *d)
 	return access(d->bin, X_OK) == 0 ? 0 : -ENOENT;
 }
 
-/*
- * Start the server and wait until it accepts connections (up to 10 s).
- * extra is a NULL-terminated list of additional arguments, or NULL.
- */
-static inline void dd_stop(struct derp_daemon *d);
-static inline bool dd_log_line(const struct derp_daemon *d, long since, const char *needle,
-			       const char *needle2, char *out, size_t cap, int wait_ms);
-
-static inline int dd_start_once(struct derp_daemon *d, const char *const *extra)
+/* Start the server and wait until it accepts connections (up to 10 s). */
+static int dd_start_once(struct derp_daemon *d, const char *const *extra)
 {
 	char addr[32], certdir[220], bpffs_arg[240];
 	const char *slash;
@@ -201,11 +171,7 @@ static inline int dd_start_once(struct derp_daemon *d, const char *const *extra)
 	return -ETIMEDOUT;
 }
 
-/*
- * dd_start_once, retried with a new port if another process took the free
- * port between our probe and the server's bind.
- */
-static inline int dd_start(struct derp_daemon *d, const char *const *extra)
+int dd_start(struct derp_daemon *d, const char *const *extra)
 {
 	bool tls = d->tls;
 	int err;
@@ -224,7 +190,7 @@ static inline int dd_start(struct derp_daemon *d, const char *const *extra)
 }
 
 /* Print the tail of the server log as TAP comments. */
-static inline void dd_dump_log(const struct derp_daemon *d, int max_lines)
+void dd_dump_log(const struct derp_daemon *d, int max_lines)
 {
 	char line[512];
 	long total = 0, skip;
@@ -245,7 +211,7 @@ static inline void dd_dump_log(const struct derp_daemon *d, int max_lines)
 	fclose(f);
 }
 
-static inline void dd_stop(struct derp_daemon *d)
+void dd_stop(struct derp_daemon *d)
 {
 	if (d->pid > 0) {
 		int st;
@@ -297,7 +263,7 @@ static inline void dd_stop(struct derp_daemon *d)
 }
 
 /* A /proc/PID/status field in kB (VmRSS, VmHWM, ...), or -1. */
-static inline long dd_status_kb(const struct derp_daemon *d, const char *field)
+long dd_status_kb(const struct derp_daemon *d, const char *field)
 {
 	char path[64], line[256];
 	size_t fl = strlen(field);
@@ -318,7 +284,7 @@ static inline long dd_status_kb(const struct derp_daemon *d, const char *field)
 	return v;
 }
 
-static inline long dd_rss_kb(const struct derp_daemon *d)
+long dd_rss_kb(const struct derp_daemon *d)
 {
 	return dd_status_kb(d, "VmRSS");
 }
@@ -327,7 +293,7 @@ static inline long dd_rss_kb(const struct derp_daemon *d)
  * Is the server built with AddressSanitizer? Its allocator keeps freed
  * memory in quarantine and per-thread caches, so RSS limits get slack.
  */
-static inline bool dd_is_asan(const struct derp_daemon *d)
+static bool dd_is_asan(const struct derp_daemon *d)
 {
 	char path[64], line[512];
 	bool asan = false;
@@ -343,14 +309,12 @@ static inline bool dd_is_asan(const struct derp_daemon *d)
 	return asan;
 }
 
-/* An RSS growth limit in kB for this server (x4 under ASan). */
-static inline long dd_rss_slack_kb(const struct derp_daemon *d, long kb)
+long dd_rss_slack_kb(const struct derp_daemon *d, long kb)
 {
 	return dd_is_asan(d) ? 4 * kb : kb;
 }
 
-/* Number of open file descriptors of the server, or -1. */
-static inline int dd_fd_count(const struct derp_daemon *d)
+int dd_fd_count(const struct derp_daemon *d)
 {
 	char path[64];
 	struct dirent *e;
@@ -368,21 +332,15 @@ static inline int dd_fd_count(const struct derp_daemon *d)
 	return n;
 }
 
-/* Current size of the server log, to look only at what comes later. */
-static inline long dd_log_size(const struct derp_daemon *d)
+long dd_log_size(const struct derp_daemon *d)
 {
 	struct stat st;
 
 	return stat(d->log_path, &st) == 0 ? (long)st.st_size : 0;
 }
 
-/*
- * Find a line of the log, from byte offset since on, that contains needle
- * and, if not NULL, also needle2 (case-insensitive); copy it to out. Waits up
- * to wait_ms for it to appear.
- */
-static inline bool dd_log_line(const struct derp_daemon *d, long since, const char *needle,
-			       const char *needle2, char *out, size_t cap, int wait_ms)
+bool dd_log_line(const struct derp_daemon *d, long since, const char *needle, const char *needle2,
+		 char *out, size_t cap, int wait_ms)
 {
 	int64_t deadline = derpc_now_ms() + wait_ms;
 
@@ -413,8 +371,7 @@ static inline bool dd_log_line(const struct derp_daemon *d, long since, const ch
 	return false;
 }
 
-/* "127.0.0.1:PORT" of our end of a connection, as the server logs its peer. */
-static inline void dd_local_addr(const struct derpc *c, char *out, size_t cap)
+void dd_local_addr(const struct derpc *c, char *out, size_t cap)
 {
 	struct sockaddr_in sa;
 	socklen_t sl = sizeof(sa);
@@ -425,7 +382,7 @@ static inline void dd_local_addr(const struct derpc *c, char *out, size_t cap)
 		snprintf(out, cap, "?");
 }
 
-static inline void dd_opts(const struct derp_daemon *d, struct derpc_opts *o)
+void dd_opts(const struct derp_daemon *d, struct derpc_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->host = "127.0.0.1";
@@ -438,8 +395,7 @@ static inline void dd_opts(const struct derp_daemon *d, struct derpc_opts *o)
 	}
 }
 
-/* Full DERP client with a fresh key. */
-static inline int dd_connect(const struct derp_daemon *d, struct derpc *c)
+int dd_connect(const struct derp_daemon *d, struct derpc *c)
 {
 	struct derpc_opts o;
 
@@ -448,8 +404,7 @@ static inline int dd_connect(const struct derp_daemon *d, struct derpc *c)
 	return derpc_connect(c, &o);
 }
 
-/* Connected and upgraded, ServerKey read; nothing sent after the request. */
-static inline int dd_upgraded(const struct derp_daemon *d, struct derpc *c)
+int dd_upgraded(const struct derp_daemon *d, struct derpc *c)
 {
 	struct derpc_opts o;
 	int err;
@@ -468,8 +423,7 @@ static inline int dd_upgraded(const struct derp_daemon *d, struct derpc *c)
 	return err;
 }
 
-/* Plain TCP connection, nothing sent. */
-static inline int dd_dial(const struct derp_daemon *d, struct derpc *c)
+int dd_dial(const struct derp_daemon *d, struct derpc *c)
 {
 	struct derpc_opts o;
 
@@ -478,11 +432,7 @@ static inline int dd_dial(const struct derp_daemon *d, struct derpc *c)
 	return derpc_dial(c, &o);
 }
 
-/*
- * Send one random packet from a to b and wait until b gets it with source a
- * (other packets are skipped). Returns the delivery time in ms or -errno.
- */
-static inline int dd_relay_once(struct derpc *a, struct derpc *b, int timeout_ms)
+int dd_relay_once(struct derpc *a, struct derpc *b, int timeout_ms)
 {
 	int64_t t0 = derpc_now_ms(), deadline = t0 + timeout_ms;
 	uint8_t pkt[48], got[64], src[DERP_KEY_LEN];
@@ -507,4 +457,25 @@ static inline int dd_relay_once(struct derpc *a, struct derpc *b, int timeout_ms
 	}
 }
 
-#endif /* KDERP_SELFTESTS_DERP_DAEMON_H */
+void dd_setup(struct __test_metadata *_metadata, struct derp_daemon *d, const char *const *extra)
+{
+	int err;
+
+	signal(SIGPIPE, SIG_IGN);
+	err = dd_start(d, extra);
+	if (err == -ENOENT)
+		TH_LOG("no server binary: set KDERP_OUTPUT (make test does) or KDERP_DAEMON");
+	ASSERT_EQ(0, err);
+}
+
+void dd_teardown(struct __test_metadata *_metadata, struct derp_daemon *d)
+{
+	if (_metadata->failed)
+		dd_dump_log(d, 30);
+	dd_stop(d);
+}
+
+void dd_client(struct __test_metadata *_metadata, const struct derp_daemon *d, struct derpc *c)
+{
+	ASSERT_EQ(0, dd_connect(d, c));
+}
