@@ -676,6 +676,30 @@ static void *flood_loop(void *arg)
 	return NULL;
 }
 
+/*
+ * After the flood: a packet to R every 2 ms (for at most 10 s, or until
+ * stopped), so that the server always has something to write to R. Without
+ * it, a kernel send buffer that grew enough to take the last queued packets
+ * leaves R with nothing pending, and an idle receiver is never timed out
+ * (derper's rule too: the write timeout is for writes).
+ */
+static void *trickle_loop(void *arg)
+{
+	struct flooder *f = arg;
+	uint8_t pkt[FLOOD_SIZE];
+	int64_t t0 = derpc_now_ms();
+
+	randombytes_buf(pkt, sizeof(pkt));
+	while (!f->done && derpc_now_ms() - t0 < 10000) {
+		f->err = derpc_send_packet(f->s, f->dst, pkt, sizeof(pkt));
+		if (f->err)
+			break;
+		f->sent++;
+		usleep(2000);
+	}
+	return NULL;
+}
+
 TEST_F_TIMEOUT(badinput, load_receiver_never_reads, 90)
 {
 	struct env *e = &self->e;
@@ -723,8 +747,13 @@ TEST_F_TIMEOUT(badinput, load_receiver_never_reads, 90)
 	 * A receiver that blocks a write for the write timeout (2 s) is dropped:
 	 * once it is, a disco packet to its key gets PeerGone(NotHere) back.
 	 */
+	f = (struct flooder){.s = &s, .dst = r.key.pub};
+	ASSERT_EQ(0, pthread_create(&th, NULL, trickle_loop, &f));
 	gone_ms = peer_gone_not_here(e, r.key.pub, 6000);
-	TH_LOG("non-reading receiver unregistered %d ms after the flood", gone_ms);
+	f.done = true;
+	pthread_join(th, NULL);
+	TH_LOG("non-reading receiver unregistered %d ms after the flood (%d packets to it since)",
+	       gone_ms, f.sent);
 	EXPECT_LE(0, gone_ms);
 	derpc_close(&s);
 	derpc_close(&r);
