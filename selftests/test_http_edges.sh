@@ -46,7 +46,7 @@ EOF_PY
 start_plain() {
 	[ -n "$port" ] && return 0
 	port=$(free_port)
-	"$kderpd" -a "127.0.0.1:$port" -c "$tmp/key" --stun=false --bpffs-dir= 2>"$tmp/log" &
+	"$kderpd" -a "127.0.0.1:$port" -c "$tmp/key" --stun=false --bpffs-dir= >/dev/null 2>"$tmp/log" &
 	pids+=($!)
 	wait_port 127.0.0.1 "$port"
 }
@@ -89,7 +89,7 @@ tls_eof_is_a_close() {
 	tport=$(free_port)
 	"$kderpd" -a "127.0.0.1:$tport" -c "$tmp/key" --stun=false --bpffs-dir= \
 		--certmode=manual --certdir="$tmp/certs" --hostname=127.0.0.1 --http-port=-1 \
-		2>"$tmp/tlslog" &
+		>/dev/null 2>"$tmp/tlslog" &
 	pids+=($!)
 	wait_port 127.0.0.1 "$tport" || { fail "TLS kderpd did not start"; return; }
 	python3 - "$tport" <<'EOF_PY'
@@ -113,8 +113,8 @@ EOF_PY
 debug_allow_empty_item() {
 	local v p bad=0
 	for v in '10.0.0.0/8,,::1' '10.0.0.0/8,' ',10.0.0.0/8' '10.0.0.0/8, ,::1' '10.0.0.0/8x'; do
-		timeout 10 "$kderpd" -a "127.0.0.1:$(free_port)" -c "$tmp/key" --stun=false \
-			--bpffs-dir= --debug-allow="$v" 2>"$tmp/dalog" &
+		"$kderpd" -a "127.0.0.1:$(free_port)" -c "$tmp/key" --stun=false \
+			--bpffs-dir= --debug-allow="$v" >/dev/null 2>"$tmp/dalog" &
 		p=$!
 		pids+=($p)
 		sleep 0.3
