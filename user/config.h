@@ -33,6 +33,7 @@ struct config {
 	const char *debug_allow;
 	const char *xdp_iface;
 	const char *bpffs_dir;
+	const char *ctl; /* control socket path, "off", or NULL/"" for the default */
 	bool varz_peers; /* per-peer series in /debug/varz */
 	/* Derived. */
 	bool tls;

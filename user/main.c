@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "ctl_path.h"
 #include "derp_handshake.h"
 #include "flags.h"
 #include "log.h"
@@ -104,6 +106,9 @@ static struct flag flags[] = {
 	{"xdp-iface", FLAG_STRING, &cfg.xdp_iface,
 	 "interfaces for the XDP STUN responder: IFACE[,IFACE...] or \"auto\""},
 	{"bpffs-dir", FLAG_STRING, &cfg.bpffs_dir, "bpffs directory for pinned maps"},
+	{"ctl", FLAG_STRING, &cfg.ctl,
+	 "control socket for kderpctl: an absolute path, or \"off\" (default: in /run/kderpd, "
+	 "named after --bpffs-dir)"},
 	{"varz-peers", FLAG_BOOL, &cfg.varz_peers, "per-peer counters in /debug/varz (kderp)"},
 	{"acme-ip-certs", FLAG_BOOL, &acme_ip_certs, "LetsEncrypt IP certs (not supported)"},
 	{"ace", FLAG_BOOL, &ace, "embedded CONNECT proxy (not supported)"},
@@ -284,6 +289,10 @@ static int configure(int argc, char **argv)
 		log_level = LOG_LVL_DEBUG;
 	if (check_unsupported() < 0)
 		return 1;
+	if (cfg.ctl && *cfg.ctl && strcmp(cfg.ctl, "off") != 0 && cfg.ctl[0] != '/') {
+		log_err("--ctl=%s: give an absolute path, or \"off\"", cfg.ctl);
+		return 1;
+	}
 	if (cfg.dev)
 		cfg.addr = ":3340";
 	if (split_host_port(cfg.addr, cfg.listen_host, sizeof(cfg.listen_host), cfg.listen_port,
@@ -354,6 +363,47 @@ static void raise_fd_limit(void)
 }
 
 /*
+ * The control socket, named after the pin directory in use unless --ctl
+ * names it (include/kderp_abi.h). Not to be had is fatal, not a warning:
+ * a socket squatted by someone else would take kderpctl's requests. 0 or
+ * -1 (logged).
+ */
+static int open_ctl(struct kderpd *d)
+{
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	/* Nothing pinned (no BPF here, or --bpffs-dir=""): the pid names it. */
+	const char *dir = kderp_state_bpf(d->state) ? kderp_state_dir(d->state) : "";
+	int r;
+
+	if (cfg.ctl && strcmp(cfg.ctl, "off") == 0) {
+		log_info("control socket: off (--ctl=off); kderpctl close-peer will not reach "
+			 "this daemon");
+		return 0;
+	}
+	if (cfg.ctl && *cfg.ctl) {
+		snprintf(path, sizeof(path), "%s", cfg.ctl);
+		if (strlen(cfg.ctl) >= sizeof(path)) {
+			log_err("control socket %s: %s", cfg.ctl, strerror(ENAMETOOLONG));
+			return -1;
+		}
+	} else {
+		r = ctl_default_path(dir, getpid(), path, sizeof(path));
+		if (r) {
+			log_err("control socket for %s: %s; name one with --ctl=PATH", dir,
+				strerror(-r));
+			return -1;
+		}
+	}
+	d->ctl = kderp_ctl_open(path, ctl_close_peer, &d->srv, &r);
+	if (!d->ctl)
+		return -1;
+	r = kderp_ctl_run(d->ctl);
+	if (r)
+		log_err("control socket: starting its thread: %s", strerror(-r));
+	return r ? -1 : 0;
+}
+
+/*
  * The workers and the state plane first: a second kderpd on the same pin
  * directory must refuse before it opens any socket. Then the control
  * socket. 0 or -1 (logged).
@@ -377,12 +427,7 @@ static int start_state(struct kderpd *d)
 		return -1;
 	workers_set_stats(srv, kderp_state_rows(d->state));
 	kderp_state_hooks(d->state, srv, &srv->hooks);
-	d->ctl = kderp_ctl_start(kderp_state_dir(d->state), ctl_close_peer, srv, &r);
-	if (!d->ctl)
-		log_warn("control socket for %s not started: %s",
-			 kderp_state_dir(d->state)[0] ? kderp_state_dir(d->state) : "\"\"",
-			 strerror(-r));
-	return 0;
+	return open_ctl(d);
 }
 
 /* STUN (user space, and XDP when asked for) and the HTTP routes. 0 or -1. */

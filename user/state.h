@@ -15,7 +15,7 @@
 
 #include "kderp_abi.h"
 
-#define KDERP_STATE_DEFAULT_DIR "/sys/fs/bpf/kderp"
+#define KDERP_STATE_DEFAULT_DIR KDERP_PIN_DIR_DEFAULT
 
 struct kderp_state;
 struct server;

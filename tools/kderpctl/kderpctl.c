@@ -30,11 +30,12 @@
 #include <bpf/bpf.h>
 #include <jansson.h>
 
+#include "ctl_path.h"
 #include "kderp_abi.h"
 #include "names.h"
 #include "util.h"
 
-#define DEFAULT_DIR "/sys/fs/bpf/kderp"
+#define DEFAULT_DIR KDERP_PIN_DIR_DEFAULT
 
 struct state {
 	const char *dir;
@@ -438,7 +439,6 @@ static int cmd_stats(struct state *st, int argc, char **argv)
 static int cmd_close_peer(struct state *st, int argc, char **argv)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	size_t plen = strlen(KDERP_CTL_PREFIX), dlen = strlen(st->dir);
 	struct kderp_peer_key key;
 	char k[65], req[128], resp[128];
 	ssize_t n;
@@ -449,18 +449,15 @@ static int cmd_close_peer(struct state *st, int argc, char **argv)
 	e = find_key(st, argv[0], &key);
 	if (e)
 		return e;
-	if (1 + plen + dlen > sizeof(sun.sun_path)) {
-		fprintf(stderr, "kderpctl: --bpffs-dir too long for the control socket\n");
+	e = ctl_default_path(st->dir, 0, sun.sun_path, sizeof(sun.sun_path));
+	if (e) {
+		fprintf(stderr, "kderpctl: the control socket for %s: %s\n", st->dir, strerror(-e));
 		return 1;
 	}
-	memcpy(sun.sun_path + 1, KDERP_CTL_PREFIX, plen);
-	memcpy(sun.sun_path + 1 + plen, st->dir, dlen);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 ||
-	    connect(fd, (struct sockaddr *)&sun,
-		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + plen + dlen))) {
-		fprintf(stderr, "kderpctl: cannot reach kderpd's control socket for %s: %s\n",
-			st->dir, strerror(errno));
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun))) {
+		fprintf(stderr, "kderpctl: cannot reach kderpd's control socket %s: %s\n",
+			sun.sun_path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return 1;
