@@ -4,8 +4,8 @@
 # numbers): loopback always, another host only from a --debug-allow CIDR.
 # kderpd runs in one network namespace, the client in another, joined by a
 # veth pair; the namespaces get random names and an EXIT trap removes them.
-# Also: kderpctl's close-peer is refused to a non-root user. Needs root,
-# iproute2 and curl; SKIPs otherwise.
+# Also: the control socket (kderpctl's close-peer) answers root only. Needs
+# root, iproute2 and curl; SKIPs otherwise.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -106,36 +106,51 @@ c=$(status "$NS_C" "http://$SRV:$PORT/debug/varz")
 if [ "$c" = 403 ]; then ktap_pass remote_outside_cidr_refused; else ktap_fail remote_outside_cidr_refused "HTTP $c"; fi
 stop
 
-# 5: the control socket answers root only (abstract sockets are per netns)
+# 5: the control socket answers root only: by default nobody may even reach
+# it (a 0700 root directory); put where nobody may, kderpd refuses nobody.
 py=/usr/bin/python3 # a system interpreter: user "nobody" must be able to run it
-if command -v setpriv >/dev/null && [ -x "$py" ]; then
+ctl=$out/kderpctl
+# ask AS PATH: "ping" over the socket at PATH as user AS; the reply or the error.
+ask() {
+	local as=()
+	[ "$1" = nobody ] && as=(setpriv --reuid nobody --regid "$(id -g nobody)" --clear-groups)
+	ip netns exec "$NS_S" "${as[@]}" "$py" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("connect:", e.strerror)
+    sys.exit()
+try:
+    s.sendall(b"ping\n")
+except OSError:
+    pass  # refused peers are answered and closed before they write
+print(s.recv(100).decode().strip())' "$2"
+}
+if command -v setpriv >/dev/null && [ -x "$py" ] && [ -x "$ctl" ]; then
+	unset RUNTIME_DIRECTORY
 	start
-	name="kderpd-ctl:"
-	r_root=$(ip netns exec "$NS_S" "$py" -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect("\0" + sys.argv[1])
-try:
-    s.sendall(b"ping\n")
-except OSError:
-    pass  # refused peers are answered and closed before they write
-print(s.recv(100).decode().strip())' "$name")
-	r_user=$(ip netns exec "$NS_S" setpriv --reuid nobody --regid nogroup --clear-groups "$py" -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect("\0" + sys.argv[1])
-try:
-    s.sendall(b"ping\n")
-except OSError:
-    pass  # refused peers are answered and closed before they write
-print(s.recv(100).decode().strip())' "$name")
-	if [ "$r_root" = "ok $pid" ] && [ "${r_user#err permission denied}" != "$r_user" ]; then
+	p1=$pid sock=/run/kderpd/ctl-$pid.sock
+	r_ctl=$("$ctl" --bpffs-dir "" --ctl "$sock" ping 2>&1)
+	r_root=$(ask root "$sock")
+	r_user=$(ask nobody "$sock")
+	stop
+	chmod 0711 "$work"
+	mkdir -m 0755 "$work/pub"
+	start --ctl="$work/pub/ctl.sock"
+	chmod 0666 "$work/pub/ctl.sock"
+	r_open=$(ask nobody "$work/pub/ctl.sock")
+	stop
+	if [ "$r_ctl" = "kderpd pid $p1 answers on $sock" ] && [ "$r_root" = "ok $p1" ] &&
+		[ "$r_user" = "connect: Permission denied" ] &&
+		[ "${r_open#err permission denied}" != "$r_open" ]; then
 		ktap_pass control_socket_root_only
 	else
-		ktap_fail control_socket_root_only "root: '$r_root', nobody: '$r_user'"
+		echo "# kderpctl: '$r_ctl'; root: '$r_root'; nobody: '$r_user', '$r_open'"
+		ktap_fail control_socket_root_only
 	fi
-	stop
 else
-	ktap_skip control_socket_root_only "needs setpriv and $py"
+	ktap_skip control_socket_root_only "needs setpriv, $py and kderpctl"
 fi
 ktap_finish
