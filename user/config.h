@@ -34,6 +34,7 @@ struct config {
 	const char *xdp_iface;
 	const char *bpffs_dir;
 	const char *ctl; /* control socket path, "off", or NULL/"" for the default */
+	const char *user; /* --user: who to become after start-up */
 	bool varz_peers; /* per-peer series in /debug/varz */
 	/* Derived. */
 	bool tls;
