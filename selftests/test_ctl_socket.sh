@@ -286,22 +286,28 @@ else
 fi
 kill "${e_pid[1]:-}" "${e_pid[2]:-}" 2>/dev/null
 
-# 8: a second daemon on the same --ctl stops, naming the path and the owner.
+# 8: a second daemon on the same --ctl stops, naming the path and the
+# owner; and leaves the owner's lock alone, so that a third stops too.
 c=$work/c/ctl.sock
 if start "$work/c1.log" --bpffs-dir= --ctl="$c"; then
 	c_pid=$kd_pid
 	start "$work/c2.log" --bpffs-dir= --ctl="$c"
 	exit_status "$kd_pid"
 	rc=$?
+	start "$work/c3.log" --bpffs-dir= --ctl="$c"
+	exit_status "$kd_pid"
+	rc3=$?
 else
-	rc=x c_pid=
+	rc=x rc3=x c_pid=
 fi
 if [ "$rc" = 1 ] && grep -qF "control socket $c is in use by kderpd pid $c_pid" "$work/c2.log" &&
+	[ "$rc3" = 1 ] && grep -qF "control socket $c is in use by kderpd pid $c_pid" "$work/c3.log" &&
+	[ -e "$c.lock" ] &&
 	[ "$("$ctl" --bpffs-dir "" --ctl "$c" ping 2>&1)" = "kderpd pid $c_pid answers on $c" ]; then
 	ktap_pass same_ctl_second_refused
 else
-	echo "# second daemon: exit $rc"
-	sed 's/^/# /' "$work/c1.log" "$work/c2.log"
+	echo "# second daemon: exit $rc, third: exit $rc3"
+	sed 's/^/# /' "$work/c1.log" "$work/c2.log" "$work/c3.log"
 	ktap_fail same_ctl_second_refused
 fi
 

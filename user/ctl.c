@@ -185,24 +185,31 @@ static int take_lock(struct kderp_ctl *ctl)
 {
 	struct stat a, b;
 	pid_t pid;
+	int fd, e;
 
 	snprintf(ctl->lock_path, sizeof(ctl->lock_path), "%s.lock", ctl->path);
+	/*
+	 * ctl->lock_fd is set only once the lock is ours: ctl_free removes the
+	 * lock file of a lock_fd, and must never remove another daemon's.
+	 */
 	for (int tries = 0; tries < 3; tries++) {
-		ctl->lock_fd = open(ctl->lock_path,
-				    O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
-		if (ctl->lock_fd < 0) {
+		fd = open(ctl->lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+			  0600);
+		if (fd < 0) {
+			e = errno;
 			log_err("control socket %s: opening %s: %s", ctl->path, ctl->lock_path,
-				strerror(errno));
-			return -errno;
+				strerror(e));
+			return -e;
 		}
-		if (fstat(ctl->lock_fd, &a) || !S_ISREG(a.st_mode)) {
+		if (fstat(fd, &a) || !S_ISREG(a.st_mode)) {
 			log_err("control socket %s: %s is not a regular file", ctl->path,
 				ctl->lock_path);
+			close(fd);
 			return -EINVAL;
 		}
-		if (flock(ctl->lock_fd, LOCK_EX | LOCK_NB)) {
-			int e = errno;
-
+		if (flock(fd, LOCK_EX | LOCK_NB)) {
+			e = errno;
+			close(fd);
 			if (e != EWOULDBLOCK) {
 				log_err("control socket %s: locking %s: %s", ctl->path,
 					ctl->lock_path, strerror(e));
@@ -221,10 +228,11 @@ static int take_lock(struct kderp_ctl *ctl)
 			return -EADDRINUSE;
 		}
 		/* Locked; unless its owner removed the file meanwhile (then again). */
-		if (stat(ctl->lock_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		if (stat(ctl->lock_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+			ctl->lock_fd = fd;
 			return 0;
-		close(ctl->lock_fd);
-		ctl->lock_fd = -1;
+		}
+		close(fd);
 	}
 	log_err("control socket %s: %s keeps changing", ctl->path, ctl->lock_path);
 	return -EAGAIN;
