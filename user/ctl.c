@@ -129,21 +129,24 @@ static int check_dir(const char *path)
 	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	const char *slash = strrchr(path, '/');
 	struct stat st;
+	int e;
 
 	if (!slash || slash == path) {
 		log_err("control socket %s: give an absolute path in a directory of its own", path);
 		return -EINVAL;
 	}
 	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-	if (mkdir(dir, 0700) == 0)
+	if (mkdir(dir, 0700) == 0) {
 		log_info("control socket: created %s (0700)", dir);
-	else if (errno != EEXIST) {
-		log_err("control socket %s: creating %s: %s", path, dir, strerror(errno));
-		return -errno;
+	} else if (errno != EEXIST) {
+		e = errno;
+		log_err("control socket %s: creating %s: %s", path, dir, strerror(e));
+		return -e;
 	}
 	if (stat(dir, &st)) {
-		log_err("control socket %s: %s: %s", path, dir, strerror(errno));
-		return -errno;
+		e = errno;
+		log_err("control socket %s: %s: %s", path, dir, strerror(e));
+		return -e;
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		log_err("control socket %s: %s is not a directory", path, dir);
