@@ -222,7 +222,8 @@ int privs_drop(const struct privs_target *t, bool bpf_ops)
 	char names[256];
 	uint64_t keep = 0;
 
-	if (n != 1) {
+	/* n < 0: no /proc to count them; main.c starts none before this anyway */
+	if (n > 1) {
 		log_err("dropping privileges: %d threads run already; ids and capabilities are "
 			"per thread, so this must happen before any starts",
 			n);
