@@ -54,7 +54,7 @@ cleanup() {
 		rm -f "$d"/* 2>/dev/null
 		rmdir "$d" 2>/dev/null
 	done
-	rm -f "$RUNDIR/ctl-sys+fs+bpf+kderp-ctltest-$$"*.sock*
+	rm -f "$RUNDIR/ctl-sys+fs+bpf+kderp-ctltest-$$"*.sock* "$RUNDIR"/ctl-99999999[01].sock*
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -264,8 +264,13 @@ fi
 kill "$kd_pid"
 wait "$kd_pid" 2>/dev/null
 
-# 7: two daemons without a pin directory: a socket each, each answering.
+# 7: two daemons without a pin directory: a socket each, each answering;
+# the first removes a pid-named socket whose lock is free, not one held.
 ok=1
+for n in 999999990 999999991; do : >"$RUNDIR/ctl-$n.sock" && : >"$RUNDIR/ctl-$n.sock.lock"; done
+flock "$RUNDIR/ctl-999999991.sock.lock" sleep 30 &
+helpers+=("$!")
+sleep 0.2
 for n in 1 2; do
 	if start "$work/e$n.log" --bpffs-dir=; then
 		e_pid[n]=$kd_pid
@@ -278,6 +283,12 @@ for n in 1 2; do
 	a=$("$ctl" --bpffs-dir "" --ctl "$s" ping 2>&1)
 	[ "$a" = "kderpd pid $p answers on $s" ] || { ok=0 && echo "# $s: $a"; }
 done
+if [ -e "$RUNDIR/ctl-999999990.sock" ] || [ -e "$RUNDIR/ctl-999999990.sock.lock" ] ||
+	! grep -qF "removed a stale $RUNDIR/ctl-999999990.sock" "$work/e1.log" ||
+	[ ! -e "$RUNDIR/ctl-999999991.sock" ]; then
+	ok=0
+	ls -la "$RUNDIR" | sed 's/^/# /'
+fi
 if [ $ok = 1 ]; then
 	ktap_pass no_pin_dir_two_instances
 else

@@ -9,8 +9,10 @@
  * the connections and wakes their owners (server_close_peer), exactly as a
  * mesh peer's ClosePeer does.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -302,6 +304,37 @@ static void ctl_free(struct kderp_ctl *ctl)
 		close(ctl->lock_fd);
 	}
 	free(ctl);
+}
+
+void kderp_ctl_sweep(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name), digits = strspn(e->d_name + 4, "0123456789");
+		char name[NAME_MAX + 1];
+		int fd;
+
+		/* ctl-<pid>.sock.lock, and nothing else */
+		if (strncmp(e->d_name, "ctl-", 4) || !digits || n != 4 + digits + 10 ||
+		    strcmp(e->d_name + 4 + digits, ".sock.lock"))
+			continue;
+		fd = openat(dirfd(d), e->d_name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		/* Unlocked: its daemon is gone. Removed while we hold it. */
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			snprintf(name, sizeof(name), "%.*s", (int)(n - 5), e->d_name);
+			if (unlinkat(dirfd(d), name, 0) == 0)
+				log_info("control socket: removed a stale %s/%s", dir, name);
+			unlinkat(dirfd(d), e->d_name, 0);
+		}
+		close(fd);
+	}
+	closedir(d);
 }
 
 struct kderp_ctl *kderp_ctl_open(const char *path, kderp_ctl_close_fn close_peer, void *arg,

@@ -22,6 +22,12 @@ typedef int (*kderp_ctl_close_fn)(void *arg, const uint8_t key[32]);
  */
 struct kderp_ctl *kderp_ctl_open(const char *path, kderp_ctl_close_fn close_peer, void *arg,
 				 int *err);
+/*
+ * Remove the sockets named after a pid (ctl-PID.sock) in dir whose daemons
+ * are gone (their lock is free): a daemon that dropped privileges cannot
+ * remove its own, and each has its own name.
+ */
+void kderp_ctl_sweep(const char *dir);
 /* Serve requests from a thread. 0 or -errno. */
 int kderp_ctl_run(struct kderp_ctl *ctl);
 /* The socket's path. */

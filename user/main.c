@@ -377,7 +377,7 @@ static void raise_fd_limit(void)
  */
 static int open_ctl(struct kderpd *d)
 {
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)], rundir[sizeof(path)];
 	/* Nothing pinned (no BPF here, or --bpffs-dir=""): the pid names it. */
 	const char *dir = kderp_state_bpf(d->state) ? kderp_state_dir(d->state) : "";
 	int r;
@@ -400,6 +400,8 @@ static int open_ctl(struct kderpd *d)
 				strerror(-r));
 			return -1;
 		}
+		if (!*dir && ctl_rundir(rundir, sizeof(rundir)) == 0)
+			kderp_ctl_sweep(rundir); /* names by pid are not replaced */
 	}
 	d->ctl = kderp_ctl_open(path, ctl_close_peer, &d->srv, &r);
 	return d->ctl ? 0 : -1;
