@@ -50,6 +50,7 @@ NOBODY_UID=$(id -u nobody) NOBODY_GID=$(id -g nobody)
 work=$(mktemp -d)
 pins=/sys/fs/bpf/kderp-privtest-$$
 pid=
+started=()
 
 cleanup() {
 	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
@@ -58,6 +59,8 @@ cleanup() {
 	rm -f "$pins"/* 2>/dev/null
 	rmdir "$pins" 2>/dev/null
 	rm -f "/run/kderpd/ctl-sys+fs+bpf+kderp-privtest-$$.sock"*
+	# a daemon that dropped privileges cannot remove its socket
+	for p in "${started[@]}"; do rm -f "/run/kderpd/ctl-$p.sock"*; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -114,6 +117,7 @@ start() {
 	nsenter --net="/run/netns/$NS_S" "$kderpd" -a ":$PORT" -c "$work/key" \
 		--stun-port "$STUN_PORT" "$@" >"$log" 2>&1 &
 	pid=$!
+	started+=("$pid")
 	for _ in $(seq 1 100); do
 		kill -0 "$pid" 2>/dev/null || return 1
 		varz >/dev/null 2>&1 && return 0
