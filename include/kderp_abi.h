@@ -351,12 +351,29 @@ KDERP_ABI_OFF(struct kderp_worker_stats, rtt, 512);
 KDERP_ABI_ASSERT(KDERP_NR_COUNTERS <= 32, "kderp_worker_stats.c too small");
 KDERP_ABI_ASSERT(KDERP_NR_KINDS == 2, "drop kinds");
 
+/* Where kderpd pins the state maps unless told otherwise (--bpffs-dir). */
+#define KDERP_PIN_DIR_DEFAULT "/sys/fs/bpf/kderp"
+
 /*
- * The daemon's control socket: an abstract unix stream socket named
- * KDERP_CTL_PREFIX + the pin directory (no trailing slash), root only. One
- * request line, one reply line: "ping" -> "ok PID"; "close-peer HEX64" ->
- * "ok N" (N connections asked to close); errors -> "err TEXT".
+ * The daemon's control socket: a unix stream socket at a path in a
+ * directory only root (or the daemon's own user) may write, never an
+ * abstract name (anyone may bind one of those first). The daemon binds and
+ * listens as root before it drops privileges, so SO_PEERCRED shows its
+ * clients uid 0 and the daemon's pid: kderpctl talks only to such a server
+ * whose pid is the owner_pid of the pins.
+ *
+ * The path is --ctl when given, else in the run directory ($RUNTIME_DIRECTORY,
+ * else KDERP_CTL_RUNDIR for root, else $XDG_RUNTIME_DIR/kderpd, else
+ * /tmp/kderpd-UID): KDERP_CTL_NAME for the default pin directory,
+ * "ctl-" + the pin directory with '/' as '+' (leading ones dropped) and
+ * bytes other than [A-Za-z0-9._-] as %XX + ".sock" for another, and
+ * "ctl-PID.sock" when nothing is pinned (--bpffs-dir="", or no BPF). A
+ * lock file, the path + ".lock", tells a live owner from a stale socket.
+ *
+ * One request line, one reply line: "ping" -> "ok PID"; "close-peer HEX64"
+ * -> "ok N" (N connections asked to close); errors -> "err TEXT".
  */
-#define KDERP_CTL_PREFIX "kderpd-ctl:"
+#define KDERP_CTL_RUNDIR "/run/kderpd"
+#define KDERP_CTL_NAME "ctl.sock"
 
 #endif /* KDERP_ABI_H */

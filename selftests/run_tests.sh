@@ -46,7 +46,10 @@ if [ -z "${KDERP_BPFFS_BASE:-}" ]; then
 	export KDERP_BPFFS_BASE=/sys/fs/bpf/kderp-test-$$
 	own_pins=$KDERP_BPFFS_BASE
 fi
-trap 'rm -f "$tmp"; if [ -n "$own_pins" ]; then rm -rf "$own_pins"; fi' EXIT
+# A daemon killed leaves its control socket, named after its pin directory
+# (include/kderp_abi.h): those of this run's go with the pins.
+trap 'rm -f "$tmp"; if [ -n "$own_pins" ]; then rm -rf "$own_pins"
+	rm -f "/run/kderpd/ctl-sys+fs+bpf+kderp-test-$$+"*; fi' EXIT
 
 for t in "${progs[@]}"; do
 	i=$((i + 1))

@@ -97,29 +97,51 @@ remote_outside_cidr_refused() {
 	[ "$c" = 403 ] || fail "HTTP $c"
 }
 
-# The control socket answers root only (abstract sockets are per netns).
-control_socket_root_only() {
-	local py=/usr/bin/python3 # a system interpreter: user "nobody" must be able to run it
-	local name="kderpd-ctl:" r_root r_user
-	local ping='
+# The control socket answers root only: by default nobody may even reach it
+# (a 0700 root directory); put where nobody may, kderpd refuses nobody.
+py=/usr/bin/python3 # a system interpreter: user "nobody" must be able to run it
+ctl=$out/kderpctl
+# ask AS PATH: "ping" over the socket at PATH as user AS; the reply or the error.
+ask() {
+	local as=()
+	[ "$1" = nobody ] && as=(setpriv --reuid nobody --regid "$(id -g nobody)" --clear-groups)
+	ip netns exec "$NS_S" "${as[@]}" "$py" -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
-s.connect("\0" + sys.argv[1])
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("connect:", e.strerror)
+    sys.exit()
 try:
     s.sendall(b"ping\n")
 except OSError:
     pass  # refused peers are answered and closed before they write
-print(s.recv(100).decode().strip())'
-	if ! command -v setpriv >/dev/null || [ ! -x "$py" ]; then
-		skip "needs setpriv and $py"
-		return
-	fi
+print(s.recv(100).decode().strip())' "$2"
+}
+
+control_socket_root_only() {
+	local p1 sock r_ctl r_root r_user r_open
+	command -v setpriv >/dev/null && [ -x "$py" ] && [ -x "$ctl" ] ||
+		{ skip "needs setpriv, $py and kderpctl"; return; }
+	stop
+	unset RUNTIME_DIRECTORY
 	start || { fail "kderpd did not start"; return; }
-	r_root=$(ip netns exec "$NS_S" "$py" -c "$ping" "$name")
-	r_user=$(ip netns exec "$NS_S" setpriv --reuid nobody --regid nogroup --clear-groups \
-		"$py" -c "$ping" "$name")
-	[ "$r_root" = "ok $pid" ] && [ "${r_user#err permission denied}" != "$r_user" ] ||
-		fail "root: '$r_root', nobody: '$r_user'"
+	p1=$pid sock=/run/kderpd/ctl-$pid.sock
+	r_ctl=$("$ctl" --bpffs-dir "" --ctl "$sock" ping 2>&1)
+	r_root=$(ask root "$sock")
+	r_user=$(ask nobody "$sock")
+	stop
+	chmod 0711 "$work"
+	mkdir -m 0755 "$work/pub"
+	start --ctl="$work/pub/ctl.sock" || { fail "kderpd did not start"; return; }
+	chmod 0666 "$work/pub/ctl.sock"
+	r_open=$(ask nobody "$work/pub/ctl.sock")
+	stop
+	echo "# kderpctl: '$r_ctl'; root: '$r_root'; nobody: '$r_user', '$r_open'"
+	[ "$r_ctl" = "kderpd pid $p1 answers on $sock" ] && [ "$r_root" = "ok $p1" ] &&
+		[ "$r_user" = "connect: Permission denied" ] &&
+		[ "${r_open#err permission denied}" != "$r_open" ] || fail
 }
 
 run_all_tests

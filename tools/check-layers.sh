@@ -25,7 +25,7 @@ export LC_ALL=C
 LAYERS='
 1 user/pkt user/conn user/keyset user/worker user/server user/tls user/config user/stats
 2 user/peers user/queue user/handshake user/relay user/conn_io user/loop
-3 user/web user/state user/ctl user/stun user/stun_xdp
+3 user/web user/state user/ctl user/stun user/stun_xdp user/privs
 4 user/main
 '
 # The files that may include OpenSSL.

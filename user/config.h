@@ -33,6 +33,8 @@ struct config {
 	const char *debug_allow;
 	const char *xdp_iface;
 	const char *bpffs_dir;
+	const char *ctl; /* control socket path, "off", or NULL/"" for the default */
+	const char *user; /* --user: who to become after start-up */
 	bool varz_peers; /* per-peer series in /debug/varz */
 	/* Derived. */
 	bool tls;

@@ -5,7 +5,8 @@
  *
  * The composition root: the only file that knows every part. It builds the
  * engine (server.h), opens the edges (state plane, control socket, web,
- * STUN, XDP) and registers each edge's callbacks with the engine or web.
+ * STUN, XDP) and registers each edge's callbacks with the engine or web,
+ * drops privileges (privs.h), and only then starts any thread.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,9 +29,11 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "ctl_path.h"
 #include "derp_handshake.h"
 #include "flags.h"
 #include "log.h"
+#include "privs.h"
 #include "server.h"
 #include "state.h"
 #include "stun.h"
@@ -104,6 +108,12 @@ static struct flag flags[] = {
 	{"xdp-iface", FLAG_STRING, &cfg.xdp_iface,
 	 "interfaces for the XDP STUN responder: IFACE[,IFACE...] or \"auto\""},
 	{"bpffs-dir", FLAG_STRING, &cfg.bpffs_dir, "bpffs directory for pinned maps"},
+	{"ctl", FLAG_STRING, &cfg.ctl,
+	 "control socket for kderpctl: an absolute path, or \"off\" (default: in /run/kderpd, "
+	 "named after --bpffs-dir)"},
+	{"user", FLAG_STRING, &cfg.user,
+	 "user to run as once ports, BPF objects and the control socket are open (default: "
+	 "\"kderp\" if that user exists)"},
 	{"varz-peers", FLAG_BOOL, &cfg.varz_peers, "per-peer counters in /debug/varz (kderp)"},
 	{"acme-ip-certs", FLAG_BOOL, &acme_ip_certs, "LetsEncrypt IP certs (not supported)"},
 	{"ace", FLAG_BOOL, &ace, "embedded CONNECT proxy (not supported)"},
@@ -255,6 +265,7 @@ static int ctl_close_peer(void *arg, const uint8_t key[32])
 
 /* What main() starts, in the order it stops them backwards. */
 struct kderpd {
+	struct privs_target user; /* who to become once everything is open */
 	struct server srv;
 	struct kderp_state *state;
 	struct kderp_ctl *ctl;
@@ -284,6 +295,10 @@ static int configure(int argc, char **argv)
 		log_level = LOG_LVL_DEBUG;
 	if (check_unsupported() < 0)
 		return 1;
+	if (cfg.ctl && *cfg.ctl && strcmp(cfg.ctl, "off") != 0 && cfg.ctl[0] != '/') {
+		log_err("--ctl=%s: give an absolute path, or \"off\"", cfg.ctl);
+		return 1;
+	}
 	if (cfg.dev)
 		cfg.addr = ":3340";
 	if (split_host_port(cfg.addr, cfg.listen_host, sizeof(cfg.listen_host), cfg.listen_port,
@@ -354,6 +369,45 @@ static void raise_fd_limit(void)
 }
 
 /*
+ * The control socket, named after the pin directory in use unless --ctl
+ * names it (include/kderp_abi.h). Bound and listening now, as root, served
+ * only once privileges are dropped. Not to be had is fatal, not a warning:
+ * a socket squatted by someone else would take kderpctl's requests. 0 or
+ * -1 (logged).
+ */
+static int open_ctl(struct kderpd *d)
+{
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)], rundir[sizeof(path)];
+	/* Nothing pinned (no BPF here, or --bpffs-dir=""): the pid names it. */
+	const char *dir = kderp_state_bpf(d->state) ? kderp_state_dir(d->state) : "";
+	int r;
+
+	if (cfg.ctl && strcmp(cfg.ctl, "off") == 0) {
+		log_info("control socket: off (--ctl=off); kderpctl close-peer will not reach "
+			 "this daemon");
+		return 0;
+	}
+	if (cfg.ctl && *cfg.ctl) {
+		snprintf(path, sizeof(path), "%s", cfg.ctl);
+		if (strlen(cfg.ctl) >= sizeof(path)) {
+			log_err("control socket %s: %s", cfg.ctl, strerror(ENAMETOOLONG));
+			return -1;
+		}
+	} else {
+		r = ctl_default_path(dir, getpid(), path, sizeof(path));
+		if (r) {
+			log_err("control socket for %s: %s; name one with --ctl=PATH", dir,
+				strerror(-r));
+			return -1;
+		}
+		if (!*dir && ctl_rundir(rundir, sizeof(rundir)) == 0)
+			kderp_ctl_sweep(rundir); /* names by pid are not replaced */
+	}
+	d->ctl = kderp_ctl_open(path, ctl_close_peer, &d->srv, &r);
+	return d->ctl ? 0 : -1;
+}
+
+/*
  * The workers and the state plane first: a second kderpd on the same pin
  * directory must refuse before it opens any socket. Then the control
  * socket. 0 or -1 (logged).
@@ -377,25 +431,20 @@ static int start_state(struct kderpd *d)
 		return -1;
 	workers_set_stats(srv, kderp_state_rows(d->state));
 	kderp_state_hooks(d->state, srv, &srv->hooks);
-	d->ctl = kderp_ctl_start(kderp_state_dir(d->state), ctl_close_peer, srv, &r);
-	if (!d->ctl)
-		log_warn("control socket for %s not started: %s",
-			 kderp_state_dir(d->state)[0] ? kderp_state_dir(d->state) : "\"\"",
-			 strerror(-r));
-	return 0;
+	return open_ctl(d);
 }
 
 /* STUN (user space, and XDP when asked for) and the HTTP routes. 0 or -1. */
 static int start_edges(struct kderpd *d)
 {
 	if (cfg.stun) {
-		d->stun = kderp_stun_start(cfg.listen_host, cfg.stun_port);
+		d->stun = kderp_stun_open(cfg.listen_host, cfg.stun_port);
 		if (!d->stun) {
 			log_err("STUN server on port %d: %s", cfg.stun_port, strerror(errno));
 			return -1;
 		}
 		if (cfg.xdp_iface && *cfg.xdp_iface) {
-			d->xdp = kderp_xdp_attach(cfg.xdp_iface, cfg.listen_host, cfg.stun_port);
+			d->xdp = kderp_xdp_open(cfg.xdp_iface, cfg.listen_host, cfg.stun_port);
 			if (!d->xdp)
 				log_warn("XDP STUN not attached (%s); user-space STUN answers",
 					 strerror(errno));
@@ -429,6 +478,46 @@ static int open_listeners(struct server *srv)
 		srv->nlisteners = 2;
 	}
 	return 0;
+}
+
+/*
+ * Everything privileged is done: ports bound, BPF objects loaded, attached
+ * and pinned, the control socket listening, the key and certificates read.
+ * Become --user with only what the running daemon needs. One thread only
+ * (ids and capabilities are per thread): nothing has started one yet.
+ * 0 or -1 (logged).
+ */
+static int drop_privileges(struct kderpd *d)
+{
+	int r;
+
+	if (cfg.tls)
+		tls_load_ktls();
+	if (d->user.change) {
+		r = kderp_state_chown(d->state, d->user.uid, d->user.gid);
+		if (r) {
+			log_err("state plane: handing %s to %s: %s", kderp_state_dir(d->state),
+				d->user.name, strerror(-r));
+			return -1;
+		}
+	}
+	return privs_drop(&d->user, kderp_state_bpf(d->state) || d->xdp);
+}
+
+/* The threads, after the drop: control socket, STUN, XDP watcher, workers. */
+static int start_threads(struct kderpd *d)
+{
+	int r = 0;
+
+	if (d->ctl && (r = kderp_ctl_run(d->ctl)))
+		log_err("control socket: starting its thread: %s", strerror(-r));
+	else if (d->stun && (r = kderp_stun_run(d->stun)))
+		log_err("STUN: starting its thread: %s", strerror(-r));
+	else if ((r = workers_start(&d->srv)))
+		log_err("starting workers: %s", strerror(-r));
+	if (!r && d->xdp)
+		kderp_xdp_watch(d->xdp); /* logs; XDP stays, without re-attach */
+	return r ? -1 : 0;
 }
 
 static int wait_for_stop(const sigset_t *set)
@@ -477,6 +566,8 @@ int main(int argc, char **argv)
 	r = configure(argc, argv);
 	if (r)
 		return r < 0 ? 0 : r;
+	if (privs_resolve(cfg.user, &d.user) < 0)
+		return 1;
 	libbpf_set_print(libbpf_log);
 	if (sodium_init() < 0) {
 		log_err("libsodium initialisation failed");
@@ -501,11 +592,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (start_state(&d) < 0 || start_edges(&d) < 0 || open_listeners(srv) < 0)
 		goto fail;
-	r = workers_start(srv);
-	if (r < 0) {
-		log_err("starting workers: %s", strerror(-r));
+	if (drop_privileges(&d) < 0 || start_threads(&d) < 0)
 		goto fail;
-	}
 	log_info("kderpd %s: DERP on %s://%s (%d workers), server key %.8s..., STUN %s",
 		 KDERP_VERSION, cfg.tls ? "https" : "http", cfg.addr, srv->nworkers, srv->pub_hex,
 		 cfg.stun ? "on" : "off");

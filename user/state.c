@@ -373,6 +373,13 @@ const struct kderp_peer_stats *kderp_state_closed_totals(const struct kderp_stat
 	return st->slots ? &st->slots[KDERP_SLOT_CLOSED] : NULL;
 }
 
+int kderp_state_chown(struct kderp_state *st, uid_t uid, gid_t gid)
+{
+	if (!st->bpf || st->dirfd < 0)
+		return 0;
+	return fchown(st->dirfd, uid, gid) ? -errno : 0;
+}
+
 int kderp_state_varz(const void *arg, char *buf, size_t len)
 {
 	static const char *const names[4] = {"packets_in", "bytes_in", "packets_out", "bytes_out"};

@@ -12,10 +12,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "kderp_abi.h"
 
-#define KDERP_STATE_DEFAULT_DIR "/sys/fs/bpf/kderp"
+#define KDERP_STATE_DEFAULT_DIR KDERP_PIN_DIR_DEFAULT
 
 struct kderp_state;
 struct server;
@@ -44,6 +45,13 @@ const struct kderp_peer_stats *kderp_state_closed_totals(const struct kderp_stat
 
 /* The /debug/varz section (web_varz_fn): kderp_state_bpf, kderp_closed_conns_*. */
 int kderp_state_varz(const void *st, char *buf, size_t len);
+
+/*
+ * Hand the pin directory to the user kderpd is about to become, so that it
+ * can still remove its pins on a clean exit. 0 (also when nothing is
+ * pinned) or -errno.
+ */
+int kderp_state_chown(struct kderp_state *st, uid_t uid, gid_t gid);
 
 /* After workers_stop and workers_set_stats(NULL): unpin, unmap, free. NULL ok. */
 void kderp_state_close(struct kderp_state *st);

@@ -45,6 +45,7 @@ struct kderp_stun {
 	int fd;
 	int stop_fd; /* eventfd: written once by kderp_stun_stop() */
 	int port;
+	bool running; /* the thread was started */
 	pthread_t thread;
 	_Atomic uint64_t counters[STUN_NR_COUNTERS];
 	/* recvmmsg/sendmmsg state, owned by the thread */
@@ -257,7 +258,7 @@ static int local_port(int fd)
 	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
-struct kderp_stun *kderp_stun_start(const char *host, int port)
+struct kderp_stun *kderp_stun_open(const char *host, int port)
 {
 	struct kderp_stun *s;
 	int ret;
@@ -293,13 +294,8 @@ struct kderp_stun *kderp_stun_start(const char *host, int port)
 		ret = -errno;
 		goto close_fd;
 	}
-	ret = -pthread_create(&s->thread, NULL, stun_thread, s);
-	if (ret)
-		goto close_stop;
 	return s;
 
-close_stop:
-	close(s->stop_fd);
 close_fd:
 	close(s->fd);
 free_s:
@@ -309,15 +305,42 @@ free_s:
 	return NULL;
 }
 
+int kderp_stun_run(struct kderp_stun *s)
+{
+	int ret = -pthread_create(&s->thread, NULL, stun_thread, s);
+
+	if (!ret)
+		s->running = true;
+	return ret;
+}
+
+struct kderp_stun *kderp_stun_start(const char *host, int port)
+{
+	struct kderp_stun *s = kderp_stun_open(host, port);
+	int ret;
+
+	if (!s)
+		return NULL;
+	ret = kderp_stun_run(s);
+	if (ret) {
+		kderp_stun_stop(s);
+		errno = -ret;
+		return NULL;
+	}
+	return s;
+}
+
 void kderp_stun_stop(struct kderp_stun *s)
 {
 	uint64_t one = 1;
 
 	if (!s)
 		return;
-	if (write(s->stop_fd, &one, sizeof(one)) != sizeof(one))
-		log_warn("stun: cannot signal the server thread: %s", strerror(errno));
-	pthread_join(s->thread, NULL);
+	if (s->running) {
+		if (write(s->stop_fd, &one, sizeof(one)) != sizeof(one))
+			log_warn("stun: cannot signal the server thread: %s", strerror(errno));
+		pthread_join(s->thread, NULL);
+	}
 	close(s->stop_fd);
 	close(s->fd);
 	free(s->rx_buf);

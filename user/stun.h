@@ -20,7 +20,16 @@ struct kderp_stun;
  */
 struct kderp_stun *kderp_stun_start(const char *host, int port);
 
-/* Joins the thread, closes the sockets; NULL ok. */
+/*
+ * kderp_stun_start in two steps, for a daemon that drops privileges in
+ * between (threads started before the drop would keep them): open binds
+ * the socket and starts nothing (NULL + errno), run starts the thread
+ * (0 or -errno).
+ */
+struct kderp_stun *kderp_stun_open(const char *host, int port);
+int kderp_stun_run(struct kderp_stun *s);
+
+/* Joins the thread (if started), closes the sockets; NULL ok. */
 void kderp_stun_stop(struct kderp_stun *s);
 
 /*

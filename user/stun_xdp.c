@@ -576,7 +576,7 @@ static int parse_ifaces(struct kderp_xdp *x, const char *list)
 	return ret;
 }
 
-struct kderp_xdp *kderp_xdp_attach(const char *ifaces, const char *listen_host, int port)
+struct kderp_xdp *kderp_xdp_open(const char *ifaces, const char *listen_host, int port)
 {
 	struct kderp_xdp *x;
 	size_t hl;
@@ -611,16 +611,31 @@ struct kderp_xdp *kderp_xdp_attach(const char *ifaces, const char *listen_host, 
 			ret = -ENODEV;
 		goto fail;
 	}
-	ret = start_watch(x);
-	if (ret)
-		log_warn("xdp: cannot watch interfaces (%s); no re-attach on changes",
-			 strerror(-ret));
 	return x;
 
 fail:
 	kderp_xdp_detach(x);
 	errno = -ret;
 	return NULL;
+}
+
+int kderp_xdp_watch(struct kderp_xdp *x)
+{
+	int ret = start_watch(x);
+
+	if (ret)
+		log_warn("xdp: cannot watch interfaces (%s); no re-attach on changes",
+			 strerror(-ret));
+	return ret;
+}
+
+struct kderp_xdp *kderp_xdp_attach(const char *ifaces, const char *listen_host, int port)
+{
+	struct kderp_xdp *x = kderp_xdp_open(ifaces, listen_host, port);
+
+	if (x)
+		kderp_xdp_watch(x);
+	return x;
 }
 
 void kderp_xdp_detach(struct kderp_xdp *x)

@@ -27,6 +27,15 @@ struct kderp_xdp;
  */
 struct kderp_xdp *kderp_xdp_attach(const char *ifaces, const char *listen_host, int port);
 
+/*
+ * kderp_xdp_attach in two steps, for a daemon that drops privileges in
+ * between: open loads and attaches (NULL + errno) and starts no thread;
+ * watch starts the thread that re-attaches (0, or -errno logged: then
+ * interfaces that come back are not re-attached).
+ */
+struct kderp_xdp *kderp_xdp_open(const char *ifaces, const char *listen_host, int port);
+int kderp_xdp_watch(struct kderp_xdp *x);
+
 /* Detach from every interface and unload; NULL ok. */
 void kderp_xdp_detach(struct kderp_xdp *x);
 

@@ -4,9 +4,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -200,19 +203,43 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return SSL_TLSEXT_ERR_NOACK;
 }
 
-int tls_kernel_has_ktls(void)
+static int tls_ulp_listed(void)
 {
 	char *s = read_file("/proc/sys/net/ipv4/tcp_available_ulp", 4096, NULL);
-	int ret;
+	int ret = s && strstr(s, "tls") != NULL;
 
-	if (!s)
-		return 0;
-	ret = strstr(s, "tls") != NULL;
 	free(s);
+	return ret;
+}
+
+int tls_kernel_has_ktls(void)
+{
+	int ret = tls_ulp_listed();
+
 	/* The module may load on first use even when not listed yet. */
 	if (!ret && access("/proc/net/tls_stat", F_OK) == 0)
 		ret = 1;
 	return ret;
+}
+
+void tls_load_ktls(void)
+{
+	int fd;
+
+	if (tls_ulp_listed())
+		return;
+	/*
+	 * Asking for the ULP on any TCP socket makes the kernel load the
+	 * module, which needs CAP_NET_ADMIN: do it now, before privileges go.
+	 * The socket itself is not connected, so the call fails; only the
+	 * module matters.
+	 */
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3) == 0 || errno != ENOENT)
+		log_debug("TLS: kernel TLS module %s", tls_ulp_listed() ? "loaded" : "not loaded");
+	close(fd);
 }
 
 SSL_CTX *tls_server_ctx(const struct config *cfg, const uint8_t server_pub[32])

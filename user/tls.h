@@ -24,6 +24,9 @@ void tls_ctx_free(struct ssl_ctx_st *ctx); /* NULL ok */
 
 /* Does this kernel have the TLS ULP (kTLS)? */
 int tls_kernel_has_ktls(void);
+/* Load the kernel's TLS module now if it is not loaded (needs CAP_NET_ADMIN,
+ * so before privileges are dropped: later, kTLS could not load it). */
+void tls_load_ktls(void);
 
 /* A server-side TLS connection on fd, or NULL. */
 struct ssl_st *tls_conn_new(struct ssl_ctx_st *ctx, int fd);

@@ -3,14 +3,15 @@
 #
 #   ENGINE_OBJS  the relay engine and its core types (pkt, keyset, tls,
 #                peers, queue, conn_io, relay, handshake, loop)
-#   EDGE_OBJS    web, the state plane, the control socket, STUN, XDP STUN
+#   EDGE_OBJS    web, the state plane, the control socket, STUN, XDP STUN,
+#                dropping privileges
 #   main.o       the composition root
 #
 # all on top of $(LIBKDERP) (user/lib/lib.mk). Selftests link the layers
 # they test: ENGINE_OBJS alone needs OpenSSL and libsodium, not libbpf.
 
 ENGINE_NAMES := pkt keyset tls peers queue conn_io relay handshake loop
-EDGE_NAMES := web state ctl stun stun_xdp
+EDGE_NAMES := web state ctl stun stun_xdp privs
 ENGINE_OBJS := $(patsubst %,$(OUTPUT)/user/%.o,$(ENGINE_NAMES))
 EDGE_OBJS := $(patsubst %,$(OUTPUT)/user/%.o,$(EDGE_NAMES))
 STATE_OBJS := $(OUTPUT)/user/state.o

@@ -7,11 +7,13 @@
  *   kderpctl [--bpffs-dir DIR] [--json] peers
  *   kderpctl [--bpffs-dir DIR] [--json] peer KEY
  *   kderpctl [--bpffs-dir DIR] [--json] stats
- *   kderpctl [--bpffs-dir DIR] [--json] close-peer KEY
+ *   kderpctl [--bpffs-dir DIR] [--ctl PATH] [--json] close-peer KEY
+ *   kderpctl [--bpffs-dir DIR] [--ctl PATH] [--json] ping
  *
  * KEY is a public key in hex (64 digits, or a unique prefix of a connected
- * key); "nodekey:" in front is accepted. Exit status: 0, 1 on errors, 2 on
- * usage errors.
+ * key); "nodekey:" in front is accepted. The control socket is trusted only
+ * when its server is root (SO_PEERCRED) and, with the pins, their owner.
+ * Exit status: 0, 1 on errors, 2 on usage errors.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,15 +32,18 @@
 #include <bpf/bpf.h>
 #include <jansson.h>
 
+#include "ctl_path.h"
 #include "kderp_abi.h"
 #include "names.h"
 #include "util.h"
 
-#define DEFAULT_DIR "/sys/fs/bpf/kderp"
+#define DEFAULT_DIR KDERP_PIN_DIR_DEFAULT
 
 struct state {
 	const char *dir;
+	const char *ctl; /* --ctl, or NULL for the default */
 	bool json;
+	bool have_meta; /* the pins were read: meta.owner_pid is the daemon */
 	struct kderp_state_meta meta;
 	int peers_fd, slots_fd, stats_fd;
 };
@@ -92,6 +97,7 @@ static int open_state(struct state *st)
 			st->dir, st->meta.owner_pid);
 		return 1;
 	}
+	st->have_meta = true;
 	st->peers_fd = obj_get(st, KDERP_PIN_PEERS);
 	st->slots_fd = obj_get(st, KDERP_PIN_PEER_STATS);
 	st->stats_fd = obj_get(st, KDERP_PIN_STATS);
@@ -280,6 +286,11 @@ static int find_key(struct state *st, const char *arg, struct kderp_peer_key *ou
 		fprintf(stderr, "kderpctl: bad key \"%s\" (want hex digits)\n", arg);
 		return 2;
 	}
+	if (len != 64 && st->peers_fd < 0) {
+		fprintf(stderr,
+			"kderpctl: without the pinned maps KEY must be all 64 hex digits\n");
+		return 2;
+	}
 	if (len == 64) {
 		for (int i = 0; i < 32; i++) {
 			unsigned v;
@@ -435,51 +446,129 @@ static int cmd_stats(struct state *st, int argc, char **argv)
 	return 0;
 }
 
-static int cmd_close_peer(struct state *st, int argc, char **argv)
+/* The control socket's path: --ctl, else the daemon's default for st->dir. 0 or 1. */
+static int ctl_path(const struct state *st, char *out, size_t len)
+{
+	int r;
+
+	if (st->ctl) {
+		if (snprintf(out, len, "%s", st->ctl) >= (int)len) {
+			fprintf(stderr, "kderpctl: --ctl %s: %s\n", st->ctl,
+				strerror(ENAMETOOLONG));
+			return 1;
+		}
+		return 0;
+	}
+	if (!st->dir[0]) {
+		fprintf(stderr,
+			"kderpctl: with nothing pinned kderpd names its control socket "
+			"after its pid (ctl-PID.sock, logged at start): pass it with --ctl "
+			"PATH\n");
+		return 1;
+	}
+	r = ctl_default_path(st->dir, 0, out, len);
+	if (r) {
+		fprintf(stderr,
+			"kderpctl: the control socket for %s: %s; pass it with --ctl PATH\n",
+			st->dir, strerror(-r));
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Connect to kderpd's control socket, and make sure that kderpd is what
+ * answers before saying anything: the server must be root (or, when we
+ * are not root, ourselves), as kderpd is when it listens, and when the
+ * state plane is there, the pid that owns the pins. An fd, or -1 (message
+ * printed).
+ */
+static int ctl_connect(const struct state *st, char *path, size_t len)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	size_t plen = strlen(KDERP_CTL_PREFIX), dlen = strlen(st->dir);
-	struct kderp_peer_key key;
-	char k[65], req[128], resp[128];
+	struct ucred cr;
+	socklen_t cl = sizeof(cr);
+	uid_t me = geteuid();
+	int fd;
+
+	if (ctl_path(st, path, len < sizeof(sun.sun_path) ? len : sizeof(sun.sun_path)))
+		return -1;
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun))) {
+		fprintf(stderr, "kderpctl: cannot reach kderpd's control socket %s: %s%s\n", path,
+			strerror(errno),
+			errno == ECONNREFUSED || errno == ENOENT ? " (is kderpd running?)" : "");
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl)) {
+		fprintf(stderr, "kderpctl: control socket %s: SO_PEERCRED: %s\n", path,
+			strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (cr.uid != 0 && (me == 0 || cr.uid != me)) {
+		fprintf(stderr,
+			"kderpctl: refusing the control socket %s: it is served by uid %u (pid "
+			"%d), "
+			"not by root as kderpd's is; something else holds it. Nothing was sent.\n",
+			path, (unsigned)cr.uid, (int)cr.pid);
+		close(fd);
+		return -1;
+	}
+	if (st->have_meta && (__u32)cr.pid != st->meta.owner_pid) {
+		fprintf(stderr,
+			"kderpctl: refusing the control socket %s: it is served by pid %d, but the "
+			"kderpd that owns %s is pid %u. Nothing was sent.\n",
+			path, (int)cr.pid, st->dir, st->meta.owner_pid);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* One request line to the verified control socket; its reply line in resp. 0 or 1. */
+static int ctl_request(const struct state *st, const char *req, char *resp, size_t len, char *path,
+		       size_t plen)
+{
+	int fd = ctl_connect(st, path, plen);
 	ssize_t n;
-	int fd, e, closed;
+
+	if (fd < 0)
+		return 1;
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+		fprintf(stderr, "kderpctl: control socket %s: %s\n", path, strerror(errno));
+		close(fd);
+		return 1;
+	}
+	n = read(fd, resp, len - 1);
+	close(fd);
+	if (n <= 0) {
+		fprintf(stderr, "kderpctl: control socket %s: no reply\n", path);
+		return 1;
+	}
+	resp[n] = 0;
+	resp[strcspn(resp, "\n")] = 0;
+	return 0;
+}
+
+static int cmd_close_peer(struct state *st, int argc, char **argv)
+{
+	struct kderp_peer_key key;
+	char k[65], req[128], resp[128], path[128];
+	int e, closed;
 
 	if (argc != 1)
 		return 2;
 	e = find_key(st, argv[0], &key);
 	if (e)
 		return e;
-	if (1 + plen + dlen > sizeof(sun.sun_path)) {
-		fprintf(stderr, "kderpctl: --bpffs-dir too long for the control socket\n");
-		return 1;
-	}
-	memcpy(sun.sun_path + 1, KDERP_CTL_PREFIX, plen);
-	memcpy(sun.sun_path + 1 + plen, st->dir, dlen);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 ||
-	    connect(fd, (struct sockaddr *)&sun,
-		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + plen + dlen))) {
-		fprintf(stderr, "kderpctl: cannot reach kderpd's control socket for %s: %s\n",
-			st->dir, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return 1;
-	}
 	hex_encode(k, key.key, 32);
 	snprintf(req, sizeof(req), "close-peer %s\n", k);
-	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
-		fprintf(stderr, "kderpctl: control socket: %s\n", strerror(errno));
-		close(fd);
+	if (ctl_request(st, req, resp, sizeof(resp), path, sizeof(path)))
 		return 1;
-	}
-	n = read(fd, resp, sizeof(resp) - 1);
-	close(fd);
-	if (n <= 0) {
-		fprintf(stderr, "kderpctl: control socket: no reply\n");
-		return 1;
-	}
-	resp[n] = 0;
-	resp[strcspn(resp, "\n")] = 0;
 	if (sscanf(resp, "ok %d", &closed) != 1) {
 		fprintf(stderr, "kderpctl: kderpd: %s\n", resp);
 		return 1;
@@ -491,24 +580,49 @@ static int cmd_close_peer(struct state *st, int argc, char **argv)
 	return closed > 0 ? 0 : 1;
 }
 
+static int cmd_ping(struct state *st, int argc, char **argv)
+{
+	char resp[128], path[128];
+	int pid;
+
+	if (argc != 0)
+		return 2;
+	if (ctl_request(st, "ping\n", resp, sizeof(resp), path, sizeof(path)))
+		return 1;
+	if (sscanf(resp, "ok %d", &pid) != 1) {
+		fprintf(stderr, "kderpctl: kderpd: %s\n", resp);
+		return 1;
+	}
+	if (st->json)
+		print_json(json_pack("{s:i, s:s}", "pid", pid, "ctl", path));
+	else
+		printf("kderpd pid %d answers on %s\n", pid, path);
+	return 0;
+}
+
 static const struct command {
 	const char *name;
 	const char *args;
 	const char *help;
 	int (*fn)(struct state *st, int argc, char **argv);
+	bool ctl_only; /* works without the pinned maps (--bpffs-dir "") */
 } commands[] = {
-	{"peers", "", "one line per connected key", cmd_peers},
-	{"peer", "KEY", "everything known about one key", cmd_peer},
-	{"stats", "", "global counters (all workers) and closed connections' totals", cmd_stats},
-	{"close-peer", "KEY", "ask kderpd to close a key's connections", cmd_close_peer},
+	{"peers", "", "one line per connected key", cmd_peers, false},
+	{"peer", "KEY", "everything known about one key", cmd_peer, false},
+	{"stats", "", "global counters (all workers) and closed connections' totals", cmd_stats,
+	 false},
+	{"close-peer", "KEY", "ask kderpd to close a key's connections", cmd_close_peer, true},
+	{"ping", "", "ask kderpd's control socket for its pid", cmd_ping, true},
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kderpctl [--bpffs-dir DIR] [--json] COMMAND [ARGS]\n\n"
+		"usage: kderpctl [--bpffs-dir DIR] [--ctl PATH] [--json] COMMAND [ARGS]\n\n"
 		"Reads the state maps a running kderpd pinned in DIR (default " DEFAULT_DIR
-		").\n\ncommands:\n");
+		"),\nand talks to its control socket (default: in " KDERP_CTL_RUNDIR
+		", named after DIR).\nWith --bpffs-dir \"\" only close-peer (a whole key) and ping "
+		"work, with --ctl.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %-4s  %s\n", commands[i].name, commands[i].args,
 			commands[i].help);
@@ -518,6 +632,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"bpffs-dir", required_argument, NULL, 'd'},
+		{"ctl", required_argument, NULL, 'c'},
 		{"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
@@ -528,10 +643,13 @@ int main(int argc, char **argv)
 	size_t n;
 	int o, r;
 
-	while ((o = getopt_long(argc, argv, "+d:jh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "+d:c:jh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'd':
 			st.dir = optarg;
+			break;
+		case 'c':
+			st.ctl = optarg;
 			break;
 		case 'j':
 			st.json = true;
@@ -565,9 +683,16 @@ int main(int argc, char **argv)
 	memcpy(dir, st.dir, n);
 	dir[n] = 0;
 	st.dir = dir;
-	r = open_state(&st);
-	if (r)
-		return r;
+	if (st.dir[0]) {
+		r = open_state(&st);
+		if (r)
+			return r;
+	} else if (!cmd->ctl_only) {
+		fprintf(stderr,
+			"kderpctl: %s reads the pinned maps, and --bpffs-dir \"\" has none\n",
+			cmd->name);
+		return 1;
+	}
 	r = cmd->fn(&st, argc - optind - 1, argv + optind + 1);
 	if (r == 2)
 		fprintf(stderr, "usage: kderpctl %s %s\n", cmd->name, cmd->args);
