@@ -5,14 +5,16 @@
 # at once; HTTP versions other than 1.0/1.1 get 505; an upgrade request with
 # a body gets 400 and no 101; a client leaving a TLS connection without
 # close_notify is logged as a plain close; --debug-allow refuses empty
-# items; a start that fails after pinning the state plane removes its pins.
+# items; a start that fails after pinning the state plane removes its pins;
+# a pin directory laid out by another user is not used as it is.
 set -u
 here=$(dirname "$0")
 # shellcheck source=selftests/lib/lib.sh
 . "$here/lib/lib.sh"
 
 ALL_TESTS="tls_hello_on_plain_port http2_version_505 upgrade_with_body_400
-	upgrade_chunked_400 tls_eof_is_a_close debug_allow_empty_item failed_start_unpins"
+	upgrade_chunked_400 tls_eof_is_a_close debug_allow_empty_item failed_start_unpins
+	foreign_pin_dir_made_anew"
 
 kderpd=${KDERP_OUTPUT:-.output}/kderpd
 [ -x "$kderpd" ] || skip_all "kderpd not built"
@@ -141,6 +143,30 @@ failed_start_unpins() {
 	echo "# exit $rc, $left pins left in $dir"
 	[ "$rc" = 1 ] && [ "$left" = 0 ] && grep -q 'maps pinned' "$tmp/unpinlog" ||
 		fail "exit $rc, $left pins left"
+}
+
+# An unprivileged user makes the pin directory first (bpffs' root is often
+# world-writable): kderpd must not pin into it as it is.
+foreign_pin_dir_made_anew() {
+	local dir fport p owner mode
+	[ "$(id -u)" = 0 ] && mountpoint -q /sys/fs/bpf && command -v setpriv >/dev/null ||
+		{ skip "needs root, bpffs and setpriv"; return; }
+	dir=/sys/fs/bpf/kderp-test-squat-$$
+	rm -rf "$dir"
+	setpriv --reuid nobody --regid "$(id -g nobody)" --clear-groups mkdir -m 0777 "$dir" ||
+		{ skip "nobody cannot create in /sys/fs/bpf"; return; }
+	fport=$(free_port)
+	"$kderpd" -a "127.0.0.1:$fport" -c "$tmp/key" --stun=false --bpffs-dir="$dir" \
+		>/dev/null 2>"$tmp/squatlog" &
+	p=$!
+	pids+=($p)
+	wait_port 127.0.0.1 "$fport" || { fail "kderpd did not start"; return; }
+	owner=$(stat -c %u "$dir") mode=$(stat -c %a "$dir")
+	kill "$p"
+	wait "$p" 2>/dev/null
+	rm -rf "$dir"
+	grep 'state plane' "$tmp/squatlog" | sed 's/^/# /'
+	[ "$owner" = 0 ] && [ "$mode" = 700 ] || fail "pinned into a uid $owner, mode $mode directory"
 }
 
 run_all_tests

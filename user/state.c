@@ -132,8 +132,43 @@ static void bpf_teardown(struct kderp_state *st)
 }
 
 /*
- * Take the pin directory: 0, -EEXIST (a live kderpd owns it, logged), or
- * another -errno (not usable: fall back).
+ * The pin directory must be ours alone: one that another user made, or that
+ * others may write to (bpffs' root is often world-writable), could be a trap
+ * laid before kderpd started, where pins would be unlinked or replaced. Not
+ * locked by a live kderpd (checked before), it is removed and made anew
+ * (also what a crash of a daemon that ran as --user leaves). 0, or -EEXIST
+ * (fatal, logged) when it cannot be.
+ */
+static int own_dir(struct kderp_state *st)
+{
+	struct stat sb;
+
+	if (fstat(st->dirfd, &sb))
+		return -errno;
+	if (sb.st_uid == geteuid() && !(sb.st_mode & 022))
+		return 0;
+	log_warn("state plane: %s belongs to uid %u with mode %03o; making it anew", st->dir,
+		 (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 0777));
+	unpin_all(st);
+	close(st->dirfd);
+	st->dirfd = -1;
+	if (rmdir(st->dir) || mkdir(st->dir, 0700)) {
+		log_err("state plane: cannot replace %s (%s); remove it, or give --bpffs-dir "
+			"another directory",
+			st->dir, strerror(errno));
+		return -EEXIST;
+	}
+	st->dirfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->dirfd < 0 || flock(st->dirfd, LOCK_EX | LOCK_NB)) {
+		log_err("state plane: %s was taken while it was made anew", st->dir);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+/*
+ * Take the pin directory: 0, -EEXIST (a live kderpd owns it, or it cannot
+ * be made ours; logged), or another -errno (not usable: fall back).
  */
 static int take_dir(struct kderp_state *st)
 {
@@ -171,7 +206,7 @@ static int take_dir(struct kderp_state *st)
 		log_warn("state plane: replacing stale pins in %s (left by pid %u)", st->dir,
 			 m.owner_pid);
 	unpin_all(st);
-	return 0;
+	return own_dir(st);
 }
 
 /* Map a BPF array of len bytes (rounded up to pages) read-write. */
