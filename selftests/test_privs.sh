@@ -12,25 +12,27 @@
 # kderpctl list and close peers, re-attaches XDP to a veth pair deleted
 # and made again, and removes its pins on exit. Without --user and without
 # a "kderp" user it stays root, says so once, and drops its capabilities
-# all the same; an unknown --user stops the start. Namespaces get random
-# names and an EXIT trap removes them. Needs root, iproute2, curl, setpriv,
-# nsenter and /usr/bin/python3; SKIPs otherwise.
+# all the same; an unknown --user stops the start. The namespaces come from
+# lib/netns.sh (unique names, removed on exit). Needs root, iproute2, curl,
+# setpriv, nsenter and /usr/bin/python3; SKIPs otherwise.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=selftests/lib/lib.sh
 . "$here/lib/lib.sh"
+# shellcheck source=selftests/lib/netns.sh
+. "$here/lib/netns.sh"
+
+# In order: one daemon dropped to nobody for the first seven (test 7 stops
+# it), then one daemon each.
+ALL_TESTS="runs_as_nobody capabilities_exact relays varz_answers
+	kderpctl_peers_and_close_peer xdp_reattach_after_drop pins_removed_on_exit
+	plain_relay_keeps_nothing default_user unknown_user_refused"
 
 out=${KDERP_OUTPUT:-.output}
 kderpd=$out/kderpd
 ctl=$out/kderpctl
 bench=$out/kderp-bench
 py=/usr/bin/python3 # a system interpreter: user "nobody" must be able to run it
-NTESTS=10
-ktap_header $NTESTS
-
-skip_all() {
-	for i in $(seq 1 $NTESTS); do ktap_skip "privs_$i" "$1"; done
-	ktap_finish
-}
 [ "$(id -u)" -eq 0 ] || skip_all "needs root"
 for b in "$kderpd" "$ctl" "$bench"; do [ -x "$b" ] || skip_all "$b not built"; done
 [ -x "$py" ] || skip_all "needs $py"
@@ -42,49 +44,52 @@ command -v nsenter >/dev/null || skip_all "needs nsenter"
 id nobody >/dev/null 2>&1 || skip_all "no user nobody"
 
 unset RUNTIME_DIRECTORY
-sfx=$(printf '%06x' $(((RANDOM << 9 ^ RANDOM ^ $$) & 0xffffff)))
-NS_S=kdpS$sfx NS_C=kdpC$sfx IF_S=ps$sfx IF_C=pc$sfx
 SRV=10.77.0.1 CLI=10.77.0.2
 PORT=3340 STUN_PORT=3478
 NOBODY_UID=$(id -u nobody) NOBODY_GID=$(id -g nobody)
 work=$(mktemp -d)
+at_exit rm -rf "$work"
 pins=/sys/fs/bpf/kderp-privtest-$$
 pid=
 started=()
 
 cleanup() {
 	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
-	ip netns del "$NS_S" 2>/dev/null
-	ip netns del "$NS_C" 2>/dev/null
 	rm -f "$pins"/* 2>/dev/null
 	rmdir "$pins" 2>/dev/null
 	rm -f "/run/kderpd/ctl-sys+fs+bpf+kderp-privtest-$$.sock"*
 	# a daemon that dropped privileges cannot remove its socket
 	for p in "${started[@]}"; do rm -f "/run/kderpd/ctl-$p.sock"*; done
-	rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
-# veth_up: the pair, its addresses, and no TX checksum offload on the client
-# end (veth would hand XDP packets whose UDP checksum is not filled in).
-veth_up() {
-	ip -n "$NS_S" link add "$IF_S" type veth peer name "$IF_C" netns "$NS_C" &&
-		ip -n "$NS_S" addr add "$SRV/24" dev "$IF_S" &&
-		ip -n "$NS_C" addr add "$CLI/24" dev "$IF_C" &&
-		ip -n "$NS_S" link set "$IF_S" up && ip -n "$NS_C" link set "$IF_C" up &&
-		ip netns exec "$NS_C" "$py" -c '
+# tx_csum_off: no TX checksum offload on the client end (veth would hand
+# XDP packets whose UDP checksum is not filled in).
+tx_csum_off() {
+	ip netns exec "$NS_C" "$py" -c '
 import array, fcntl, socket, struct, sys
 ev = array.array("I", [0x17, 0])  # ETHTOOL_STXCSUM, off
 ifr = struct.pack("16sP", sys.argv[1].encode(), ev.buffer_info()[0])
 fcntl.ioctl(socket.socket(), 0x8946, ifr)  # SIOCETHTOOL' "$IF_C"
 }
 
-if ! { ip netns add "$NS_S" && ip netns add "$NS_C" && ip -n "$NS_S" link set lo up &&
-	ip -n "$NS_C" link set lo up && veth_up; } 2>"$work/ip.err"; then
+# veth_up: the pair made again in the namespaces netns_pair_up made (test 6
+# deletes it), its addresses, and tx_csum_off.
+veth_up() {
+	ip -n "$NS_S" link add "$IF_S" type veth peer name "$IF_C" netns "$NS_C" &&
+		ip -n "$NS_S" addr add "$SRV/24" dev "$IF_S" &&
+		ip -n "$NS_C" addr add "$CLI/24" dev "$IF_C" &&
+		ip -n "$NS_S" link set "$IF_S" up && ip -n "$NS_C" link set "$IF_C" up &&
+		tx_csum_off
+}
+
+netns_pair_up kdp "$SRV/24" "$CLI/24" || skip_all "cannot create namespaces and veth"
+if ! tx_csum_off 2>"$work/ip.err"; then
 	sed 's/^/# /' "$work/ip.err"
 	skip_all "cannot create namespaces and veth"
 fi
+# Registered after netns_pair_up's netns_pair_down, so it runs first: the
+# daemon stops before its namespace goes.
+at_exit cleanup
 
 # What the daemon should keep: CAP_BPF (39) where bpf() on a held fd is
 # refused to an unprivileged process (EPERM rather than EBADF for fd -1).
@@ -102,7 +107,6 @@ gated) WANT_BPF_OPS=0000008000000000 ;;
 open) WANT_BPF_OPS=0000000000000000 ;;
 *) skip_all "cannot tell whether bpf() is gated here ($gate)" ;;
 esac
-echo "# bpf() on held fds: $gate; expected CapEff with BPF objects: $WANT_BPF_OPS"
 
 varz() {
 	ip netns exec "$NS_S" curl -s --max-time 5 "http://127.0.0.1:$PORT/debug/varz"
@@ -192,150 +196,159 @@ xdp_tx() { # the XDP program's IPv4 replies so far
 }
 
 # 1: started as root with --user=nobody: it runs as nobody.
-if start "$work/log" --user=nobody --bpffs-dir="$pins" --xdp-iface="$IF_S:generic"; then
-	ktap_check runs_as_nobody [ "$(field "$pid" Uid)" = "$NOBODY_UID $NOBODY_UID $NOBODY_UID $NOBODY_UID" ]
-else
-	sed 's/^/# /' "$work/log"
-	ktap_fail runs_as_nobody "kderpd did not start"
-fi
-grep -E 'privileges|xdp|state plane' "$work/log" | sed 's/^/# /'
+runs_as_nobody() {
+	echo "# bpf() on held fds: $gate; expected CapEff with BPF objects: $WANT_BPF_OPS"
+	local up=1
+	start "$work/log" --user=nobody --bpffs-dir="$pins" --xdp-iface="$IF_S:generic" ||
+		{ up=0; sed 's/^/# /' "$work/log"; }
+	grep -E 'privileges|xdp|state plane' "$work/log" | sed 's/^/# /'
+	[ $up = 1 ] || { fail "kderpd did not start"; return; }
+	[ "$(field "$pid" Uid)" = "$NOBODY_UID $NOBODY_UID $NOBODY_UID $NOBODY_UID" ]
+}
 
 # 2: every thread: those ids, exactly those capabilities, no_new_privs.
-ktap_check capabilities_exact creds_are "$pid" "$NOBODY_UID" "$NOBODY_GID" "$WANT_BPF_OPS"
+capabilities_exact() {
+	creds_are "$pid" "$NOBODY_UID" "$NOBODY_GID" "$WANT_BPF_OPS"
+}
 
 # 3: it relays: every packet arrives, in order.
-timeout 60 ip netns exec "$NS_S" "$bench" throughput -s "127.0.0.1:$PORT" -p 2 -S 1000 -r 20 \
-	-t 1 --json "$work/r.json" >"$work/bench.out" 2>&1
-rc=$?
-sr=$("$py" -c 'import json,sys; r=json.load(open(sys.argv[1]))[-1]; print(r["sent"], r["received"], r["reordered"], r["bad"])' \
-	"$work/r.json" 2>/dev/null)
-read -r sent recv reord bad <<<"${sr:-x y z w}"
-if [ "$rc" -eq 0 ] && [ "$sent" != x ] && [ "$sent" -gt 1000 ] && [ "$sent" = "$recv" ] &&
-	[ "$reord" = 0 ] && [ "$bad" = 0 ]; then
-	ktap_pass relays
-else
+relays() {
+	local rc sr sent recv reord bad
+	timeout 60 ip netns exec "$NS_S" "$bench" throughput -s "127.0.0.1:$PORT" -p 2 -S 1000 -r 20 \
+		-t 1 --json "$work/r.json" >"$work/bench.out" 2>&1
+	rc=$?
+	sr=$("$py" -c 'import json,sys; r=json.load(open(sys.argv[1]))[-1]; print(r["sent"], r["received"], r["reordered"], r["bad"])' \
+		"$work/r.json" 2>/dev/null)
+	read -r sent recv reord bad <<<"${sr:-x y z w}"
+	[ "$rc" -eq 0 ] && [ "$sent" != x ] && [ "$sent" -gt 1000 ] && [ "$sent" = "$recv" ] &&
+		[ "$reord" = 0 ] && [ "$bad" = 0 ] && return 0
 	sed 's/^/# /' "$work/bench.out"
-	ktap_fail relays "exit $rc, sent $sent received $recv"
-fi
+	fail "exit $rc, sent $sent received $recv"
+}
 
 # 4: /debug/varz answers, its numbers read after the drop (own fds, pinned maps).
-v=$(varz)
-fds=$(sed -n 's/^process_open_fds //p' <<<"$v")
-if grep -q '^kderp_state_bpf 1$' <<<"$v" && [ "${fds:-0}" -gt 5 ] &&
-	grep -q '^derp_accepts [1-9]' <<<"$v"; then
-	ktap_pass varz_answers
-else
+varz_answers() {
+	local v fds
+	v=$(varz)
+	fds=$(sed -n 's/^process_open_fds //p' <<<"$v")
+	grep -q '^kderp_state_bpf 1$' <<<"$v" && [ "${fds:-0}" -gt 5 ] &&
+		grep -q '^derp_accepts [1-9]' <<<"$v" && return 0
 	grep -E '^(kderp_state_bpf|process_open_fds|derp_accepts) ' <<<"$v" | sed 's/^/# /'
-	ktap_fail varz_answers
-fi
+	fail
+}
 
 # 5: kderpctl lists the peers and closes one: the client sees it closed.
-timeout 30 ip netns exec "$NS_S" "$bench" idle -s "127.0.0.1:$PORT" -n 2 --hold 4 \
-	>"$work/idle.out" 2>&1 &
-bpid=$!
-if wait_peers 2; then
-	k1=$(peers | head -1)
-	"$ctl" --bpffs-dir "$pins" close-peer "$k1" >"$work/close.out" 2>&1
-	rc=$?
-	wait_peers 1
-	left=$(peers)
-else
-	rc=x left=
-fi
-wait "$bpid"
-brc=$?
-if [ "$rc" = 0 ] && [ -n "$left" ] && [ "$left" != "$k1" ] && [ "$brc" -eq 3 ] &&
-	grep -q '1 connections closed by the server' "$work/idle.out"; then
-	ktap_pass kderpctl_peers_and_close_peer
-else
+kderpctl_peers_and_close_peer() {
+	local bpid rc brc k1='' left
+	timeout 30 ip netns exec "$NS_S" "$bench" idle -s "127.0.0.1:$PORT" -n 2 --hold 4 \
+		>"$work/idle.out" 2>&1 &
+	bpid=$!
+	if wait_peers 2; then
+		k1=$(peers | head -1)
+		"$ctl" --bpffs-dir "$pins" close-peer "$k1" >"$work/close.out" 2>&1
+		rc=$?
+		wait_peers 1
+		left=$(peers)
+	else
+		rc=x left=''
+	fi
+	wait "$bpid"
+	brc=$?
+	[ "$rc" = 0 ] && [ -n "$left" ] && [ "$left" != "$k1" ] && [ "$brc" -eq 3 ] &&
+		grep -q '1 connections closed by the server' "$work/idle.out" && return 0
 	echo "# kderpctl exit $rc, bench exit $brc, left: ${left:-none}"
 	sed 's/^/# /' "$work/close.out" "$work/idle.out"
-	ktap_fail kderpctl_peers_and_close_peer
-fi
+	fail
+}
 
 # 6: XDP answers; the veth pair goes and comes back; the same program is
 # attached again (by the dropped daemon) and answers again.
-id0=$(ip -n "$NS_S" -d link show dev "$IF_S" | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p')
-stun_ok
-s0=$?
-tx0=$(xdp_tx)
-ip -n "$NS_S" link del "$IF_S"
-veth_up 2>"$work/ip2.err"
-for _ in $(seq 1 100); do
-	[ "$(grep -c "xdp: STUN on $IF_S " "$work/log")" -ge 2 ] && break
-	sleep 0.1
-done
-id1=$(ip -n "$NS_S" -d link show dev "$IF_S" | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p')
-stun_ok
-s1=$?
-tx1=$(xdp_tx)
-if [ "$s0" = 0 ] && [ "${tx0:-0}" -ge 1 ] && [ -n "$id0" ] && [ "$id1" = "$id0" ] &&
-	[ "$s1" = 0 ] && [ "${tx1:-0}" = $((tx0 + 1)) ] &&
-	creds_are "$pid" "$NOBODY_UID" "$NOBODY_GID" "$WANT_BPF_OPS"; then
-	ktap_pass xdp_reattach_after_drop
-else
+xdp_reattach_after_drop() {
+	local id0 id1 s0 s1 tx0 tx1
+	id0=$(ip -n "$NS_S" -d link show dev "$IF_S" | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p')
+	stun_ok
+	s0=$?
+	tx0=$(xdp_tx)
+	ip -n "$NS_S" link del "$IF_S"
+	veth_up 2>"$work/ip2.err"
+	for _ in $(seq 1 100); do
+		[ "$(grep -c "xdp: STUN on $IF_S " "$work/log")" -ge 2 ] && break
+		sleep 0.1
+	done
+	id1=$(ip -n "$NS_S" -d link show dev "$IF_S" | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p')
+	stun_ok
+	s1=$?
+	tx1=$(xdp_tx)
+	[ "$s0" = 0 ] && [ "${tx0:-0}" -ge 1 ] && [ -n "$id0" ] && [ "$id1" = "$id0" ] &&
+		[ "$s1" = 0 ] && [ "${tx1:-0}" = $((tx0 + 1)) ] &&
+		creds_are "$pid" "$NOBODY_UID" "$NOBODY_GID" "$WANT_BPF_OPS" && return 0
 	echo "# prog id $id0 -> ${id1:-none}; STUN $s0 -> $s1; XDP tx ${tx0:-none} -> ${tx1:-none}"
 	grep xdp "$work/log" | sed 's/^/# /'
 	sed 's/^/# /' "$work/ip2.err"
-	ktap_fail xdp_reattach_after_drop
-fi
+	fail
+}
 
 # 7: SIGTERM: a clean exit that removes the pins (the directory was handed over).
-kill "$pid"
-wait "$pid"
-rc=$?
-pid=
-if [ "$rc" = 0 ] && [ ! -e "$pins" ] && grep -q 'info: stopped' "$work/log"; then
-	ktap_pass pins_removed_on_exit
-else
+pins_removed_on_exit() {
+	local rc
+	kill "$pid"
+	wait "$pid"
+	rc=$?
+	pid=
+	[ "$rc" = 0 ] && [ ! -e "$pins" ] && grep -q 'info: stopped' "$work/log" && return 0
 	echo "# exit $rc"
 	ls -la "$pins" 2>&1 | sed 's/^/# /'
 	tail -5 "$work/log" | sed 's/^/# /'
-	ktap_fail pins_removed_on_exit
-fi
+	fail
+}
 
 # 8: plain relaying (no BPF objects at all): nothing kept.
-if start "$work/log2" --user=nobody --bpffs-dir= --stun=false &&
-	creds_are "$pid" "$NOBODY_UID" "$NOBODY_GID" 0000000000000000; then
-	ktap_pass plain_relay_keeps_nothing
-else
-	sed 's/^/# /' "$work/log2"
-	ktap_fail plain_relay_keeps_nothing
-fi
-kill "$pid"
-wait "$pid" 2>/dev/null
-pid=
+plain_relay_keeps_nothing() {
+	local rc=0
+	if ! { start "$work/log2" --user=nobody --bpffs-dir= --stun=false &&
+		creds_are "$pid" "$NOBODY_UID" "$NOBODY_GID" 0000000000000000; }; then
+		sed 's/^/# /' "$work/log2"
+		rc=1
+	fi
+	kill "$pid"
+	wait "$pid" 2>/dev/null
+	pid=
+	[ "$rc" -eq 0 ] || fail
+}
 
 # 9: no --user: the "kderp" user if there is one; else root, said once,
 # with no capabilities left all the same.
-if kuid=$(id -u kderp 2>/dev/null); then
-	kgid=$(id -g kderp)
-	want_warn=0
-else
-	kuid=0 kgid=0 want_warn=1
-fi
-if start "$work/log3" --bpffs-dir= --stun=false &&
-	[ "$(grep -c 'warn: no user "kderp": kderpd stays root' "$work/log3")" = "$want_warn" ] &&
-	creds_are "$pid" "$kuid" "$kgid" 0000000000000000; then
-	ktap_pass default_user
-else
-	sed 's/^/# /' "$work/log3"
-	ktap_fail default_user
-fi
-kill "$pid"
-wait "$pid" 2>/dev/null
-pid=
+default_user() {
+	local kuid kgid want_warn rc=0
+	if kuid=$(id -u kderp 2>/dev/null); then
+		kgid=$(id -g kderp)
+		want_warn=0
+	else
+		kuid=0 kgid=0 want_warn=1
+	fi
+	if ! { start "$work/log3" --bpffs-dir= --stun=false &&
+		[ "$(grep -c 'warn: no user "kderp": kderpd stays root' "$work/log3")" = "$want_warn" ] &&
+		creds_are "$pid" "$kuid" "$kgid" 0000000000000000; }; then
+		sed 's/^/# /' "$work/log3"
+		rc=1
+	fi
+	kill "$pid"
+	wait "$pid" 2>/dev/null
+	pid=
+	[ "$rc" -eq 0 ] || fail
+}
 
 # 10: a --user that does not exist stops the start.
-start "$work/log4" --user="kderp-nosuch-$$" --bpffs-dir= --stun=false
-wait "$pid"
-rc=$?
-pid=
-if [ "$rc" = 1 ] && grep -q "error: --user kderp-nosuch-$$: no such user" "$work/log4"; then
-	ktap_pass unknown_user_refused
-else
+unknown_user_refused() {
+	local rc
+	start "$work/log4" --user="kderp-nosuch-$$" --bpffs-dir= --stun=false
+	wait "$pid"
+	rc=$?
+	pid=
+	[ "$rc" = 1 ] && grep -q "error: --user kderp-nosuch-$$: no such user" "$work/log4" && return 0
 	echo "# exit $rc"
 	sed 's/^/# /' "$work/log4"
-	ktap_fail unknown_user_refused
-fi
-ktap_finish
+	fail
+}
+
+run_all_tests
