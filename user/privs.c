@@ -9,7 +9,6 @@
  * back and checked. All of it acts on the calling thread only, hence the
  * one-thread rule.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -73,17 +72,7 @@ static int last_cap(void)
 
 static int nthreads(void)
 {
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
+	return (int)dir_entries("/proc/self/task");
 }
 
 /*

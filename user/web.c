@@ -5,7 +5,6 @@
  * the numbers come through server.h's read API and registered sections.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -252,17 +251,9 @@ void web_add_varz(struct web *w, web_varz_fn fn, const void *arg)
 
 static long count_fds(void)
 {
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	long n = 0;
+	long n = dir_entries("/proc/self/fd");
 
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the directory's own fd */
+	return n < 0 ? n : n - 1; /* the directory's own fd */
 }
 
 static long rss_bytes(void)

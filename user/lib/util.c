@@ -2,6 +2,7 @@
 /* util.c - small helpers shared by the daemon. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -207,6 +208,21 @@ void sockaddr_to_mapped16(const struct sockaddr_storage *ss, uint8_t out[16], ui
 	}
 	if (port)
 		*port = pt;
+}
+
+long dir_entries(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	long n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
 }
 
 char *read_file(const char *path, size_t max, size_t *len)

@@ -44,6 +44,9 @@ void sockaddr_to_mapped16(const struct sockaddr_storage *ss, uint8_t out[16], ui
 void appendf(char *buf, size_t len, size_t *off, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/* Entries of a directory, "." and ".." left out (e.g. /proc/self/fd), or -1. */
+long dir_entries(const char *path);
+
 /* Read all of a small file; caller frees. NULL + errno on failure. */
 char *read_file(const char *path, size_t max, size_t *len);
 
