@@ -118,6 +118,8 @@ check: deps
 	$(call msg,LAYERS,user)
 	$(Q)tools/check-layers.sh
 	$(Q)$(MAKE) --no-print-directory all $(TEST_BINS)
+	$(call msg,SYMBOLS,kderpd)
+	$(Q)tools/check-symbols.py $(KDERPD_OBJS) $(LIB_OBJS)
 
 help:
 	@sed -n 's/^#   //p' Makefile
