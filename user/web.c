@@ -505,91 +505,85 @@ static struct pkt *debug_route(struct web *w, const struct http_from *from,
 	return text_response(404, "Not Found", "404 page not found\n");
 }
 
+/* TLS mode's port 80: only the captive-portal check and redirects. */
+static struct pkt *port80_route(struct web *w, const struct http_req *req, bool get_or_head,
+				bool head)
+{
+	char loc[2600];
+
+	if (!get_or_head)
+		return text_response(400, "Bad Request", "Use HTTPS\n");
+	if (snprintf(loc, sizeof(loc), "Location: https://%.255s%.1023s%s%.1023s\r\n",
+		     req->host[0] ? req->host : w->cfg->hostname, req->path,
+		     req->query[0] ? "?" : "", req->query) < 0)
+		loc[0] = 0;
+	return response(302, "Found", loc, "", 0, head);
+}
+
+/* /derp: the upgrade, or why not. */
+static enum http_route derp_route(struct web *w, const struct http_from *from,
+				  const struct http_req *req, struct pkt **resp)
+{
+	if (!w->cfg->derp) {
+		*resp = text_response(404, "Not Found", "derp server disabled\n");
+		return HTTP_ROUTE_RESPONSE;
+	}
+	if (req->has_body && req->upgrade[0]) {
+		/* The bytes after the head would be taken for frames. */
+		log_info("conn %llu: upgrade request with a body from %s, answering 400",
+			 (unsigned long long)from->conn_id, from->addr_str);
+		*resp = text_response(400, "Bad Request", "upgrade request with a body\n");
+		return HTTP_ROUTE_RESPONSE;
+	}
+	if (strcasecmp(req->upgrade, "derp") == 0)
+		return HTTP_ROUTE_UPGRADE;
+	if (strcasecmp(req->upgrade, "websocket") == 0) {
+		if (!strstr(req->ws_protocol, "derp"))
+			return HTTP_ROUTE_UPGRADE;
+		/* DERP over WebSocket framing is not implemented yet. */
+		*resp = text_response(501, "Not Implemented",
+				      "DERP over WebSocket is not supported\n");
+		return HTTP_ROUTE_RESPONSE;
+	}
+	if (req->upgrade[0])
+		log_info("conn %llu: weird upgrade header from %s, answering 426",
+			 (unsigned long long)from->conn_id, from->addr_str);
+	*resp = text_response(426, "Upgrade Required", "DERP requires connection upgrade\n");
+	return HTTP_ROUTE_RESPONSE;
+}
+
+static const char robots_txt[] = "User-agent: *\nDisallow: /\n";
+
 enum http_route web_route(void *arg, const struct http_from *from, const struct http_req *req,
 			  struct pkt **resp)
 {
 	struct web *w = arg;
-	const struct config *cfg = w->cfg;
 	bool get_or_head = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
 	bool head = strcmp(req->method, "HEAD") == 0;
 	const char *p = req->path;
 
 	*resp = NULL;
-	if (strcmp(p, "/generate_204") == 0) {
+	if (strcmp(p, "/generate_204") == 0)
 		*resp = generate_204(req);
-		return HTTP_ROUTE_RESPONSE;
-	}
-	if (strncmp(p, "/debug", 6) == 0 && (p[6] == 0 || p[6] == '/')) {
+	else if (strncmp(p, "/debug", 6) == 0 && (p[6] == 0 || p[6] == '/'))
 		*resp = debug_route(w, from, req, head);
-		return HTTP_ROUTE_RESPONSE;
-	}
-	if (from->port80) {
-		/* TLS mode's port 80: only the captive-portal check and redirects. */
-		char loc[2600];
-
-		if (!get_or_head) {
-			*resp = text_response(400, "Bad Request", "Use HTTPS\n");
-			return HTTP_ROUTE_RESPONSE;
-		}
-		if (snprintf(loc, sizeof(loc), "Location: https://%.255s%.1023s%s%.1023s\r\n",
-			     req->host[0] ? req->host : cfg->hostname, p, req->query[0] ? "?" : "",
-			     req->query) < 0)
-			loc[0] = 0;
-		*resp = response(302, "Found", loc, "", 0, head);
-		return HTTP_ROUTE_RESPONSE;
-	}
-	if (strcmp(p, "/derp/probe") == 0 || strcmp(p, "/derp/latency-check") == 0) {
-		if (get_or_head)
-			*resp = response(200, "OK", "Access-Control-Allow-Origin: *\r\n", "", 0,
-					 head);
-		else
-			*resp = text_response(405, "Method Not Allowed", "bogus probe method\n");
-		return HTTP_ROUTE_RESPONSE;
-	}
-	if (strcmp(p, "/derp") == 0) {
-		if (!cfg->derp) {
-			*resp = text_response(404, "Not Found", "derp server disabled\n");
-			return HTTP_ROUTE_RESPONSE;
-		}
-		if (req->has_body && req->upgrade[0]) {
-			/* The bytes after the head would be taken for frames. */
-			log_info("conn %llu: upgrade request with a body from %s, answering 400",
-				 (unsigned long long)from->conn_id, from->addr_str);
-			*resp = text_response(400, "Bad Request", "upgrade request with a body\n");
-			return HTTP_ROUTE_RESPONSE;
-		}
-		if (strcasecmp(req->upgrade, "derp") == 0 ||
-		    strcasecmp(req->upgrade, "websocket") == 0) {
-			if (strcasecmp(req->upgrade, "websocket") == 0 &&
-			    strstr(req->ws_protocol, "derp")) {
-				/* DERP over WebSocket framing is not implemented yet. */
-				*resp = text_response(501, "Not Implemented",
-						      "DERP over WebSocket is not supported\n");
-				return HTTP_ROUTE_RESPONSE;
-			}
-			return HTTP_ROUTE_UPGRADE;
-		}
-		if (req->upgrade[0])
-			log_info("conn %llu: weird upgrade header from %s, answering 426",
-				 (unsigned long long)from->conn_id, from->addr_str);
-		*resp = text_response(426, "Upgrade Required",
-				      "DERP requires connection upgrade\n");
-		return HTTP_ROUTE_RESPONSE;
-	}
-	if (strcmp(p, "/robots.txt") == 0) {
-		static const char body[] = "User-agent: *\nDisallow: /\n";
-
+	else if (from->port80)
+		*resp = port80_route(w, req, get_or_head, head);
+	else if (strcmp(p, "/derp/probe") == 0 || strcmp(p, "/derp/latency-check") == 0)
+		*resp = get_or_head
+			? response(200, "OK", "Access-Control-Allow-Origin: *\r\n", "", 0, head)
+			: text_response(405, "Method Not Allowed", "bogus probe method\n");
+	else if (strcmp(p, "/derp") == 0)
+		return derp_route(w, from, req, resp);
+	else if (strcmp(p, "/robots.txt") == 0)
 		*resp = response(200, "OK",
 				 "Content-Type: text/plain; charset=utf-8\r\n" BROWSER_HEADERS,
-				 body, sizeof(body) - 1, head);
-		return HTTP_ROUTE_RESPONSE;
-	}
-	if (strcmp(p, "/bootstrap-dns") == 0) {
+				 robots_txt, sizeof(robots_txt) - 1, head);
+	else if (strcmp(p, "/bootstrap-dns") == 0)
 		/* No names configured: derper answers an empty body. */
 		*resp = response(200, "OK", "Content-Type: application/json\r\n" BROWSER_HEADERS,
 				 "", 0, head);
-		return HTTP_ROUTE_RESPONSE;
-	}
-	*resp = home_page(w, from, req, head);
+	else
+		*resp = home_page(w, from, req, head);
 	return HTTP_ROUTE_RESPONSE;
 }
