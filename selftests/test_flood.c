@@ -306,7 +306,8 @@ TEST_F_TIMEOUT(flood, unrelated_pair_keeps_its_rate, 90)
 	}
 	TH_LOG("best round %.0f %% of the quiet rate; flooder: %ld frames or connections",
 	       100 * best, frames);
-	EXPECT_LE(MIN_RATIO, best);
+	/* Under ASan every frame costs a few times more: half the ratio. */
+	EXPECT_LE(dd_is_asan(&self->d) ? MIN_RATIO / 2 : MIN_RATIO, best);
 	EXPECT_TRUE(dd_alive(&self->d));
 }
 

@@ -13,6 +13,9 @@
  */
 #include <errno.h>
 #include <malloc.h>
+#if defined(__SANITIZE_ADDRESS__)
+void __sanitizer_purge_allocator(void); /* the ASan runtime's */
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -180,7 +183,13 @@ static void loop_trim(struct worker *w)
 		w->trim_quiet_since = w->now;
 		w->trim_pending = true;
 	} else if (w->trim_pending && w->now - w->trim_quiet_since >= TRIM_QUIET_NS) {
+#if defined(__SANITIZE_ADDRESS__)
+		/* ASan's allocator is not glibc's: glibc's trim would corrupt its
+		 * per-thread arena accounting (an abort at thread exit). */
+		__sanitizer_purge_allocator();
+#else
 		malloc_trim(0);
+#endif
 		w->trim_pending = false;
 	}
 }

@@ -19,11 +19,12 @@
 #include "server.h"
 #include "util.h"
 
-/* One read batch: the last destination looked up, valid while the table's
- * read lock is held. */
+/* One read batch: the last destination looked up (or that it is not here),
+ * valid while the table's read lock is held. */
 struct batch {
 	uint8_t last_key[DERP_KEY_LEN];
 	struct conn *last_dst;
+	unsigned last_nconns;
 	bool last_valid;
 };
 
@@ -53,15 +54,18 @@ static struct conn *lookup_dst(struct conn *c, struct batch *b, const uint8_t *k
 	struct peer *p;
 
 	if (b->last_valid && memcmp(b->last_key, key, DERP_KEY_LEN) == 0) {
-		*nconns = 1;
+		*nconns = b->last_nconns;
 		return b->last_dst;
 	}
 	peers_batch_lock(c->w);
 	p = peers_lookup(c->srv, key);
 	*nconns = p ? p->nconns : 0;
 	b->last_dst = p ? atomic_load(&p->active) : NULL;
+	b->last_nconns = *nconns;
 	memcpy(b->last_key, key, DERP_KEY_LEN);
-	b->last_valid = b->last_dst != NULL;
+	/* A miss is remembered too: a flood to a key that is not here costs
+	 * one lookup per batch. */
+	b->last_valid = true;
 	/* Remember correspondents for PeerGone; most batches repeat the last one. */
 	if (b->last_dst && memcmp(c->last_sent_to, key, DERP_KEY_LEN) != 0) {
 		keyset_add(&c->sent_to, key);

@@ -289,11 +289,7 @@ long dd_rss_kb(const struct derp_daemon *d)
 	return dd_status_kb(d, "VmRSS");
 }
 
-/*
- * Is the server built with AddressSanitizer? Its allocator keeps freed
- * memory in quarantine and per-thread caches, so RSS limits get slack.
- */
-static bool dd_is_asan(const struct derp_daemon *d)
+bool dd_is_asan(const struct derp_daemon *d)
 {
 	char path[64], line[512];
 	bool asan = false;

@@ -64,6 +64,13 @@ long dd_status_kb(const struct derp_daemon *d, const char *field);
 /* The server's resident set size in kB, or -1. */
 long dd_rss_kb(const struct derp_daemon *d);
 
+/*
+ * Is the server built with AddressSanitizer? Its allocator keeps freed
+ * memory in quarantine and per-thread caches, so RSS limits get slack, and
+ * every packet costs a few times more.
+ */
+bool dd_is_asan(const struct derp_daemon *d);
+
 /* An RSS growth limit in kB for this server (x4 under ASan). */
 long dd_rss_slack_kb(const struct derp_daemon *d, long kb);
 
