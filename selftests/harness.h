@@ -32,6 +32,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #define KSFT_PASS 0
 #define KSFT_FAIL 1
 #define KSFT_SKIP 4
@@ -314,6 +318,14 @@ static inline void __harness_run_one(struct __test_metadata *t,
 		t->skip_reason[0] = 0;
 		if (setjmp(t->env) == 0)
 			t->fn(t, v ? v->data : NULL);
+#ifdef __SANITIZE_ADDRESS__
+		/* _exit() below skips LeakSanitizer's check at exit: a test that
+		 * passed must also have freed what it allocated. */
+		if (!t->failed && !t->skipped && __lsan_do_recoverable_leak_check()) {
+			printf("# LeakSanitizer found leaks (report above)\n");
+			t->failed = 1;
+		}
+#endif
 		fflush(stdout);
 		if (t->skipped && !t->failed) {
 			ssize_t w = write(pipefd[1], t->skip_reason, strlen(t->skip_reason));

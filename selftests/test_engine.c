@@ -30,10 +30,6 @@
 #include "server.h"
 #include "util.h"
 
-#ifdef __SANITIZE_ADDRESS__
-#include <sanitizer/lsan_interface.h>
-#endif
-
 #define T0 (1000 * NSEC_PER_SEC) /* the workers' clock at the start */
 #define PAYLOAD_LEN 12 /* a non-disco test packet: 4-byte sequence number + filler */
 #define DISCO_LEN DERP_DISCO_MIN_LEN
@@ -191,11 +187,6 @@ FIXTURE_TEARDOWN(engine)
 		server_fini(s);
 	if (self->sv[1] >= 0)
 		close(self->sv[1]);
-#ifdef __SANITIZE_ADDRESS__
-	/* The harness ends each test's process with _exit(), which skips
-	 * LeakSanitizer's check at exit: everything must be freed by now. */
-	EXPECT_EQ(0, __lsan_do_recoverable_leak_check());
-#endif
 }
 
 /* A connection in RUN on worker widx, registered: key NULL for a random one. */

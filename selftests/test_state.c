@@ -159,8 +159,10 @@ static json_t *bpftool_peer(const char *dir, const uint8_t *key, json_t **all)
 	}
 	arr = json_loads(out, 0, &je);
 	free(out);
-	if (!json_is_array(arr))
+	if (!json_is_array(arr)) {
+		json_decref(arr);
 		return NULL;
+	}
 	json_array_foreach(arr, i, e)
 	{
 		/* bpftool -j puts the BTF view of an entry under "formatted" */
@@ -311,7 +313,7 @@ TEST_F(state, maps_show_peers_and_counters)
 	char ha[65], hb[65], cmd[700], ctl[300], *out = NULL;
 	struct kderp_peer_stats ps, zero = {0};
 	struct kderp_peer_info pb;
-	json_t *all = NULL, *va, *vb, *addr, *j;
+	json_t *all_a = NULL, *all_b = NULL, *va, *vb, *addr, *j;
 	struct kderp_peer_info pa;
 	struct kderp_worker_stats row, sum = {0};
 	int pfd, sfd, stfd;
@@ -327,9 +329,10 @@ TEST_F(state, maps_show_peers_and_counters)
 	ASSERT_EQ(NPKTS, varz_wait(&self->d, "derp_packets_sent", NPKTS));
 
 	/* bpftool prints both keys with named fields (BTF). */
-	va = bpftool_peer(self->dir, self->a.key.pub, &all);
+	/* Each dump owns the entry it returns: keep both until both are read. */
+	va = bpftool_peer(self->dir, self->a.key.pub, &all_a);
 	ASSERT_NE(NULL, va);
-	vb = bpftool_peer(self->dir, self->b.key.pub, &all);
+	vb = bpftool_peer(self->dir, self->b.key.pub, &all_b);
 	ASSERT_NE(NULL, vb);
 	ASSERT_EQ(0, getsockname(derpc_fd(&self->a), (struct sockaddr *)&la, &sl));
 	EXPECT_EQ(ntohs(la.sin_port), jint(va, "port"));
@@ -345,7 +348,8 @@ TEST_F(state, maps_show_peers_and_counters)
 		EXPECT_EQ(127, json_integer_value(json_array_get(addr, 12)));
 		EXPECT_EQ(1, json_integer_value(json_array_get(addr, 15)));
 	}
-	json_decref(all);
+	json_decref(all_a);
+	json_decref(all_b);
 
 	/* The counters, read from the pinned arrays. */
 	snprintf(cmd, sizeof(cmd), "%s/%s", self->dir, KDERP_PIN_PEERS);
