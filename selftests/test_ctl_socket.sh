@@ -30,12 +30,7 @@ kderpd=$out/kderpd
 ctl=$out/kderpctl
 bench=$out/kderp-bench
 py=/usr/bin/python3 # a system interpreter: user "nobody" must be able to run it
-[ "$(id -u)" -eq 0 ] || skip_all "needs root"
-for b in "$kderpd" "$ctl" "$bench"; do [ -x "$b" ] || skip_all "$b not built"; done
-[ -x "$py" ] || skip_all "needs $py"
-command -v setpriv >/dev/null || skip_all "needs setpriv"
-[ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" = bpf_fs ] || skip_all "no bpffs at /sys/fs/bpf"
-id nobody >/dev/null 2>&1 || skip_all "no user nobody"
+require root "$kderpd" "$ctl" "$bench" "$py" setpriv bpffs user:nobody
 
 # The default rule, as kderpd applies it for root without systemd.
 unset RUNTIME_DIRECTORY

@@ -21,7 +21,8 @@
 #   fail [REASON]; return   -> not ok N name # REASON
 #   any other non-zero      -> not ok N name
 # Before run_all_tests, skip_all REASON reports every test as skipped and
-# exits (for a missing binary, no root, ...). The exit status is 0 (all
+# exits (for a missing binary, no root, ...); require WHAT... does that for
+# the usual prerequisites. The exit status is 0 (all
 # passed or skipped), 1 (a failure) or 4 (everything skipped).
 #
 # Cleanup: at_exit CMD (below). Namespaces: netns.sh.
@@ -71,6 +72,23 @@ skip_all() {
 	ktap_header $#
 	for t in "$@"; do ktap_skip "$t" "$why"; done
 	ktap_finish
+}
+
+# require WHAT...: skip_all with the reason unless every WHAT is there:
+# root, bpffs (mounted at /sys/fs/bpf), user:NAME, a path (an executable,
+# e.g. a built binary), or else a command name.
+require() {
+	local r
+	for r in "$@"; do
+		case $r in
+		root) [ "$(id -u)" -eq 0 ] || skip_all "needs root" ;;
+		bpffs) [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" = bpf_fs ] ||
+			skip_all "no bpffs at /sys/fs/bpf" ;;
+		user:*) id "${r#user:}" >/dev/null 2>&1 || skip_all "no user ${r#user:}" ;;
+		*/*) [ -x "$r" ] || skip_all "$r is missing (not built?)" ;;
+		*) command -v "$r" >/dev/null || skip_all "needs $r" ;;
+		esac
+	done
 }
 
 # The KTAP primitives run_all_tests uses. Scripts whose tests are rows of a
