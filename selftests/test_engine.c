@@ -476,7 +476,7 @@ TEST_F(engine, unknown_destination)
 	EXPECT_TRUE(a->in_local_flush);
 	EXPECT_EQ(a, w->flush);
 	/* Unknown keys are not correspondents. */
-	EXPECT_EQ(0, a->sent_to.n);
+	EXPECT_EQ(0, a->peer->sent_to.n);
 }
 
 /* ---- 4. the NotHere limiter: burst 3, then 1 per second ---- */
@@ -639,7 +639,7 @@ TEST_F(engine, peer_gone_fan_out)
 	ASSERT_EQ(2, b->rcount[0]);
 	ASSERT_EQ(1, b->rcount[1]);
 	ASSERT_EQ(1, c->rcount[0]);
-	EXPECT_EQ(2, a->sent_to.n);
+	EXPECT_EQ(2, a->peer->sent_to.n);
 
 	conn_close(a, NULL);
 	ASSERT_EQ(1, b->nctl);
@@ -666,11 +666,36 @@ TEST_F(engine, peer_gone_not_while_key_connected)
 	ASSERT_EQ(1, b->rcount[0]);
 	/* peers_notify_gone itself checks that the key is gone (it may have
 	 * come back by the time a closing connection calls it). */
-	peers_notify_gone(s, a1);
+	peers_notify_gone(s, a1->w, a1->key, &a1->peer->sent_to);
 	EXPECT_EQ(0, b->nctl);
 	conn_close(a1, NULL);
 	EXPECT_EQ(0, b->nctl);
 	EXPECT_EQ(a2, atomic_load(&a2->peer->active));
+}
+
+/*
+ * The correspondents belong to the key, as in derper: A1 sends to B and
+ * closes while A2 (same key, never sent to B) stays; when A2 goes, the key
+ * is gone and B hears of it.
+ */
+TEST_F(engine, peer_gone_after_last_connection_of_key)
+{
+	struct server *s = &self->srv;
+	struct conn *a1 = conn_add(_metadata, s, 0, NULL, false);
+	struct conn *a2 = conn_add(_metadata, s, 1, a1->key, false);
+	struct conn *b = conn_add(_metadata, s, 1, NULL, false);
+	uint8_t buf[BUF_MAX], akey[DERP_KEY_LEN];
+	size_t len;
+
+	memcpy(akey, a1->key, sizeof(akey));
+	len = put_send(buf, b->key, 1);
+	relay_input(a1, buf, len);
+	ASSERT_EQ(1, b->rcount[0]);
+	conn_close(a1, NULL);
+	EXPECT_EQ(0, b->nctl);
+	conn_close(a2, NULL);
+	ASSERT_EQ(1, b->nctl);
+	EXPECT_EQ(1, count_gone(b, akey, DERP_PEER_GONE_DISCONNECTED));
 }
 
 /* ---- 7. header checks, skipped frames ---- */

@@ -105,8 +105,7 @@ struct conn {
 	double nothere_tokens;
 	uint64_t nothere_last;
 
-	/* Keys this client has sent packets to (for PeerGone on disconnect). */
-	struct keyset sent_to;
+	/* The last key this connection delivered to (peer->sent_to has them all). */
 	uint8_t last_sent_to[DERP_KEY_LEN];
 
 	struct peer_stats *st; /* a state-plane slot, or st_local */
@@ -126,6 +125,10 @@ struct peer {
 	struct conn **conns;
 	unsigned nconns, cap;
 	struct conn *last; /* most recent speaker */
+	/* Keys any connection of this key delivered packets to: when the key's
+	 * last connection goes, they get PeerGone (derper tracks it per key). */
+	pthread_mutex_t sent_lock;
+	struct keyset sent_to;
 };
 
 /* Put c on its owner's local flush list (owner only). */

@@ -442,11 +442,11 @@ static void release_io(struct conn *c)
 	c->tlsbuf = NULL;
 	free(c->req);
 	c->req = NULL;
-	keyset_free(&c->sent_to);
 }
 
 void conn_close(struct conn *c, const char *reason)
 {
+	struct keyset gone_to = {0};
 	struct worker *w = c->w;
 
 	if (c->state == CS_CLOSED)
@@ -454,8 +454,9 @@ void conn_close(struct conn *c, const char *reason)
 	peers_batch_unlock(w);
 	if (c->registered)
 		peers_state_close(c);
-	if (peers_unregister(c->srv, c))
-		peers_notify_gone(c->srv, c);
+	if (peers_unregister(c->srv, c, &gone_to))
+		peers_notify_gone(c->srv, w, c->key, &gone_to);
+	keyset_free(&gone_to);
 	log_close(c, reason);
 	c->state = CS_CLOSED;
 	queue_free_all(c);

@@ -154,6 +154,14 @@ static struct pkt *peer_gone_frame(const uint8_t key[DERP_KEY_LEN], enum derp_pe
 	return frame_new(DERP_FRAME_PEER_GONE, pg, sizeof(pg), NULL, 0, kind);
 }
 
+static void peer_free(struct peer *p)
+{
+	pthread_mutex_destroy(&p->sent_lock);
+	keyset_free(&p->sent_to);
+	free(p->conns);
+	free(p);
+}
+
 /* Under the write lock: the key's record, created if new. */
 static struct peer *peer_get(struct server *s, const uint8_t key[DERP_KEY_LEN])
 {
@@ -165,8 +173,9 @@ static struct peer *peer_get(struct server *s, const uint8_t key[DERP_KEY_LEN])
 	if (!p)
 		return NULL;
 	memcpy(p->key, key, DERP_KEY_LEN);
+	pthread_mutex_init(&p->sent_lock, NULL);
 	if (table_insert(s, p) < 0) {
-		free(p);
+		peer_free(p);
 		return NULL;
 	}
 	s->g.clients_local++;
@@ -195,8 +204,7 @@ static void peer_put(struct server *s, struct peer *p)
 		return;
 	table_remove(s, p);
 	s->g.clients_local--;
-	free(p->conns);
-	free(p);
+	peer_free(p);
 }
 
 int peers_register(struct server *s, struct conn *c)
@@ -290,7 +298,19 @@ static void watcher_remove(struct server *s, struct conn *c)
 	s->g.watchers--;
 }
 
-bool peers_unregister(struct server *s, struct conn *c)
+void peers_note_sent(struct conn *c, const uint8_t key[DERP_KEY_LEN])
+{
+	struct peer *p = c->peer;
+
+	if (!p)
+		return;
+	/* Only a new correspondent of a connection gets here: rare. */
+	pthread_mutex_lock(&p->sent_lock);
+	keyset_add(&p->sent_to, key);
+	pthread_mutex_unlock(&p->sent_lock);
+}
+
+bool peers_unregister(struct server *s, struct conn *c, struct keyset *gone_to)
 {
 	struct peer *p = c->peer;
 	bool final;
@@ -313,8 +333,10 @@ bool peers_unregister(struct server *s, struct conn *c)
 		s->g.current_notideal_connections--;
 	pthread_rwlock_unlock(&s->lock);
 	if (final) {
-		free(p->conns);
-		free(p);
+		/* No other connection of the key is left to add to the set. */
+		*gone_to = p->sent_to;
+		memset(&p->sent_to, 0, sizeof(p->sent_to));
+		peer_free(p);
 	}
 	c->peer = NULL;
 	return final;
@@ -365,24 +387,25 @@ void peers_set_preferred(struct conn *c, bool pref)
 	c->state_dirty = true;
 }
 
-void peers_notify_gone(struct server *s, struct conn *c)
+void peers_notify_gone(struct server *s, struct worker *w, const uint8_t key[DERP_KEY_LEN],
+		       const struct keyset *to)
 {
-	if (!c->sent_to.n)
+	if (!to->n)
 		return;
 	pthread_rwlock_rdlock(&s->lock);
 	/* Only if the key did not come back in the meantime. */
-	if (!peers_lookup(s, c->key)) {
-		for (uint32_t i = 0; i < c->sent_to.cap; i++) {
+	if (!peers_lookup(s, key)) {
+		for (uint32_t i = 0; i < to->cap; i++) {
 			struct peer *p;
 			struct conn *d;
 
-			if (keyset_slot_empty(c->sent_to.keys[i]))
+			if (keyset_slot_empty(to->keys[i]))
 				continue;
-			p = peers_lookup(s, c->sent_to.keys[i]);
+			p = peers_lookup(s, to->keys[i]);
 			d = p ? atomic_load(&p->active) : NULL;
 			if (d)
-				conn_queue_ctl(c->w, d,
-					       peer_gone_frame(c->key, DERP_PEER_GONE_DISCONNECTED,
+				conn_queue_ctl(w, d,
+					       peer_gone_frame(key, DERP_PEER_GONE_DISCONNECTED,
 							       PKT_PEER_GONE_DISC));
 		}
 	}

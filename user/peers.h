@@ -14,6 +14,7 @@
 #include "derp_wire.h"
 
 struct conn;
+struct keyset;
 struct peer;
 struct server;
 struct worker;
@@ -29,18 +30,22 @@ void peers_batch_unlock(struct worker *w);
 int peers_register(struct server *s, struct conn *c);
 /*
  * Remove c. Returns true if it was the key's last connection; then
- * PeerGone goes to the watchers here and, through peers_notify_gone, to
- * former correspondents.
+ * PeerGone goes to the watchers here, and *gone_to takes the keys the key
+ * delivered to (for peers_notify_gone; the caller frees it).
  */
-bool peers_unregister(struct server *s, struct conn *c);
+bool peers_unregister(struct server *s, struct conn *c, struct keyset *gone_to);
+/* c delivered a packet to key (its owner, while c is registered). */
+void peers_note_sent(struct conn *c, const uint8_t key[DERP_KEY_LEN]);
 /* Any frame from a duplicate makes it the active one (lastWriterIsActive). */
 void peers_note_activity(struct conn *c);
 /* WatchConns: PeerPresent for every current key, then enrol. */
 void peers_add_watcher(struct server *s, struct conn *c);
 /* NotePreferred (owner only, lock-free; the state plane hears of it on the tick). */
 void peers_set_preferred(struct conn *c, bool pref);
-/* PeerGone(disconnected) to everyone c sent to, unless c's key came back. */
-void peers_notify_gone(struct server *s, struct conn *c);
+/* PeerGone(disconnected) for key to the active connection of every key in
+ * to, unless key came back. w: the calling worker. */
+void peers_notify_gone(struct server *s, struct worker *w, const uint8_t key[DERP_KEY_LEN],
+		       const struct keyset *to);
 /* ClosePeer (mesh) and kderpctl close-peer: mark every connection of key
  * and wake its owner. Returns how many. from: calling worker or NULL. */
 int peers_request_close(struct server *s, struct worker *from, const uint8_t key[DERP_KEY_LEN]);

@@ -68,7 +68,7 @@ static struct conn *lookup_dst(struct conn *c, struct batch *b, const uint8_t *k
 	b->last_valid = true;
 	/* Remember correspondents for PeerGone; most batches repeat the last one. */
 	if (b->last_dst && memcmp(c->last_sent_to, key, DERP_KEY_LEN) != 0) {
-		keyset_add(&c->sent_to, key);
+		peers_note_sent(c, key);
 		memcpy(c->last_sent_to, key, DERP_KEY_LEN);
 	}
 	return b->last_dst;
