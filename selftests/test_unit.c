@@ -182,7 +182,15 @@ TEST(http_heads)
 	ASSERT_STREQ("1", r.fast_start);
 	ASSERT_STREQ("900a", r.ideal_node);
 	ASSERT_STREQ("derp1.test", r.host);
+	ASSERT_EQ(1, r.http_major);
+	ASSERT_EQ(1, r.http_minor);
+	ASSERT_FALSE(r.has_body);
 	ASSERT_NE(0, http_parse_request((const uint8_t *)"\x16\x03\x01\x00\n\n", 6, &r));
+	/* Incomplete heads: still a request, or surely not one. */
+	ASSERT_TRUE(http_prefix_ok((const uint8_t *)partial, sizeof(partial) - 1));
+	ASSERT_TRUE(http_prefix_ok((const uint8_t *)"\r\nGE", 4));
+	ASSERT_FALSE(http_prefix_ok((const uint8_t *)"\x16\x03\x01", 3));
+	ASSERT_FALSE(http_prefix_ok((const uint8_t *)"GET / HTTP/9x", 13));
 	ASSERT_TRUE(http_challenge_ok("ts_derp99b.tailscale.com"));
 	ASSERT_FALSE(http_challenge_ok(""));
 	ASSERT_FALSE(http_challenge_ok("a b"));

@@ -33,6 +33,7 @@
 
 #include "ctl.h"
 #include "log.h"
+#include "util.h"
 
 struct kderp_ctl {
 	kderp_ctl_close_fn close_peer;
@@ -154,7 +155,7 @@ static int check_dir(const char *path)
 		log_err("control socket %s: %s is not a directory", path, dir);
 		return -ENOTDIR;
 	}
-	if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+	if (!stat_private(&st)) {
 		log_err("control socket %s: %s (owner uid %u, mode %04o) may be written by "
 			"others; use a directory only root may write",
 			path, dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));

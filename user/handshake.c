@@ -67,14 +67,6 @@ static void http_done(struct conn *c, struct pkt *resp)
 		worker_wake_flush(c->w, c);
 }
 
-static struct pkt *text_response(int status, const char *reason, const char *body)
-{
-	char buf[512];
-	int n = http_format_text(buf, sizeof(buf), status, reason, body);
-
-	return n > 0 && n < (int)sizeof(buf) ? pkt_copy(buf, (uint32_t)n, PKT_RAW) : NULL;
-}
-
 /* The upgrade: 101 (unless fast start), ServerKey, then wait for ClientInfo. */
 static void start_derp(struct conn *c, const struct http_req *req)
 {
@@ -106,7 +98,7 @@ static enum http_route route(struct conn *c, const struct http_req *req, struct 
 
 	*resp = NULL;
 	if (!h->http_route) {
-		*resp = text_response(404, "Not Found", "404 page not found\n");
+		*resp = pkt_http_text(404, "Not Found", "404 page not found\n");
 		return HTTP_ROUTE_RESPONSE;
 	}
 	return h->http_route(h->http_arg, &from, req, resp);
@@ -118,7 +110,7 @@ static void bad_request(struct conn *c, const uint8_t *buf, size_t len)
 	log_info("conn %llu: bad HTTP request from %s (%zu bytes%s), closing",
 		 (unsigned long long)c->id, c->addr_str, len,
 		 len && buf[0] == 0x16 ? ", a TLS handshake on the plain-HTTP port" : "");
-	http_done(c, text_response(400, "Bad Request", "400 Bad Request\n"));
+	http_done(c, pkt_http_text(400, "Bad Request", "400 Bad Request\n"));
 }
 
 static void client_info_input(struct conn *c, uint8_t *buf, size_t len);
@@ -148,7 +140,7 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
 		log_info("conn %llu: HTTP/%u.%u request from %s, answering 505",
 			 (unsigned long long)c->id, c->req->http_major, c->req->http_minor,
 			 c->addr_str);
-		resp = text_response(505, "HTTP Version Not Supported",
+		resp = pkt_http_text(505, "HTTP Version Not Supported",
 				     "505 HTTP Version Not Supported\n");
 	} else if (route(c, c->req, &resp) == HTTP_ROUTE_UPGRADE) {
 		start_derp(c, c->req);

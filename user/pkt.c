@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "derp_frame.h"
+#include "http.h"
 #include "pkt.h"
 
 struct pkt *pkt_new(uint32_t len, uint8_t kind)
@@ -46,4 +47,12 @@ struct pkt *pkt_copy(const void *bytes, uint32_t n, uint8_t kind)
 	if (p)
 		memcpy(p->data, bytes, n);
 	return p;
+}
+
+struct pkt *pkt_http_text(int status, const char *reason, const char *body)
+{
+	char buf[1024];
+	int n = http_format_text(buf, sizeof(buf), status, reason, body);
+
+	return n > 0 && n < (int)sizeof(buf) ? pkt_copy(buf, (uint32_t)n, PKT_RAW) : NULL;
 }

@@ -35,6 +35,9 @@ void pkt_free(struct pkt *p);
 struct pkt *frame_new(uint8_t type, const void *a, uint32_t alen, const void *b, uint32_t blen,
 		      uint8_t kind);
 
+/* A whole HTTP response with a short text/plain body (PKT_RAW), or NULL. */
+struct pkt *pkt_http_text(int status, const char *reason, const char *body);
+
 /* A pkt holding a copy of n bytes (a whole frame or HTTP response), or NULL. */
 struct pkt *pkt_copy(const void *bytes, uint32_t n, uint8_t kind);
 

@@ -132,8 +132,8 @@ static void bpf_teardown(struct kderp_state *st)
 }
 
 /*
- * The pin directory must be ours alone: one that another user made, or that
- * others may write to (bpffs' root is often world-writable), could be a trap
+ * The pin directory must be ours alone (stat_private): one that another user
+ * made, or that others may write to (bpffs' root is often world-writable), could be a trap
  * laid before kderpd started, where pins would be unlinked or replaced. Not
  * locked by a live kderpd (checked before), it is removed and made anew
  * (also what a crash of a daemon that ran as --user leaves). 0, or -EEXIST
@@ -145,7 +145,7 @@ static int own_dir(struct kderp_state *st)
 
 	if (fstat(st->dirfd, &sb))
 		return -errno;
-	if (sb.st_uid == geteuid() && !(sb.st_mode & 022))
+	if (stat_private(&sb))
 		return 0;
 	log_warn("state plane: %s belongs to uid %u with mode %03o; making it anew", st->dir,
 		 (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 0777));
@@ -417,7 +417,6 @@ int kderp_state_chown(struct kderp_state *st, uid_t uid, gid_t gid)
 
 int kderp_state_varz(const void *arg, char *buf, size_t len)
 {
-	static const char *const names[4] = {"packets_in", "bytes_in", "packets_out", "bytes_out"};
 	const struct kderp_state *st = arg;
 	const struct kderp_peer_stats *closed = kderp_state_closed_totals(st);
 	size_t off = 0;
@@ -434,7 +433,8 @@ int kderp_state_varz(const void *arg, char *buf, size_t len)
 			appendf(buf, len, &off,
 				"# TYPE kderp_closed_conns_%s counter\nkderp_closed_conns_%s "
 				"%llu\n",
-				names[i], names[i], (unsigned long long)v[i]);
+				peer_counter_names[i], peer_counter_names[i],
+				(unsigned long long)v[i]);
 	}
 	return (int)off;
 }

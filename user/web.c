@@ -124,15 +124,6 @@ static struct pkt *response(int status, const char *reason, const char *headers,
 	return p;
 }
 
-/* A short text/plain answer. */
-static struct pkt *text_response(int status, const char *reason, const char *body)
-{
-	char buf[1024];
-	int n = http_format_text(buf, sizeof(buf), status, reason, body);
-
-	return n > 0 && n < (int)sizeof(buf) ? pkt_copy(buf, (uint32_t)n, PKT_RAW) : NULL;
-}
-
 /* ---- /debug access ---- */
 
 /* "ip" or "ip/bits", spaces around allowed. 0 or -EINVAL. */
@@ -269,8 +260,6 @@ static long rss_bytes(void)
 	return rss * sysconf(_SC_PAGESIZE);
 }
 
-static const char *const peer_series[4] = {"packets_in", "bytes_in", "packets_out", "bytes_out"};
-
 static void varz_peer(void *arg, const uint8_t key[32], uint64_t conn_id,
 		      const struct kderp_peer_stats *st)
 {
@@ -281,8 +270,9 @@ static void varz_peer(void *arg, const uint8_t key[32], uint64_t conn_id,
 
 	hex_encode(hex, key, 8);
 	for (int k = 0; k < 4; k++)
-		sb_printf(b, "kderp_peer_%s{peer=\"%s\",conn=\"%llu\"} %llu\n", peer_series[k], hex,
-			  (unsigned long long)conn_id, (unsigned long long)v[k]);
+		sb_printf(b, "kderp_peer_%s{peer=\"%s\",conn=\"%llu\"} %llu\n",
+			  peer_counter_names[k], hex, (unsigned long long)conn_id,
+			  (unsigned long long)v[k]);
 	sb_printf(b, "kderp_peer_drops{peer=\"%s\",conn=\"%llu\"} %llu\n", hex,
 		  (unsigned long long)conn_id, (unsigned long long)STAT_READ(st->drops));
 }
@@ -294,7 +284,7 @@ static void varz_peers(struct web *w, struct strbuf *b)
 	if (!w->cfg || !w->cfg->varz_peers)
 		return;
 	for (int i = 0; i < 4; i++)
-		sb_printf(b, "# TYPE kderp_peer_%s counter\n", peer_series[i]);
+		sb_printf(b, "# TYPE kderp_peer_%s counter\n", peer_counter_names[i]);
 	sb_printf(b, "# TYPE kderp_peer_drops counter\n");
 	server_for_each_conn(w->srv, varz_peer, b);
 }
@@ -464,14 +454,14 @@ static struct pkt *debug_route(struct web *w, const struct http_from *from,
 	struct server *s = w->srv;
 
 	if (!debug_allowed(w, from, req))
-		return text_response(403, "Forbidden", "debug access denied\n");
+		return pkt_http_text(403, "Forbidden", "debug access denied\n");
 	if (strcmp(req->path, "/debug/varz") == 0 || strcmp(req->path, "/debug/metrics") == 0) {
 		size_t len = 0;
 		char *v = web_varz(w, &len);
 		struct pkt *p;
 
 		if (!v)
-			return text_response(500, "Internal Server Error", "out of memory\n");
+			return pkt_http_text(500, "Internal Server Error", "out of memory\n");
 		p = response(200, "OK", "Content-Type: text/plain;version=0.0.4;charset=utf-8\r\n",
 			     v, len, head);
 		free(v);
@@ -483,10 +473,10 @@ static struct pkt *debug_route(struct web *w, const struct http_from *from,
 
 		/* xdpderper's switch: drop STUN in XDP instead of answering. */
 		if (!w->drop_stun_fn || w->drop_stun_fn(w->drop_stun_arg, on) < 0)
-			return text_response(503, "Service Unavailable",
+			return pkt_http_text(503, "Service Unavailable",
 					     "XDP STUN is not attached\n");
 		log_info("debug: drop STUN %s", on ? "on" : "off");
-		return text_response(200, "OK", on ? "STUN dropping on\n" : "STUN dropping off\n");
+		return pkt_http_text(200, "OK", on ? "STUN dropping on\n" : "STUN dropping off\n");
 	}
 	if (strcmp(req->path, "/debug/") == 0 || strcmp(req->path, "/debug") == 0) {
 		char body[1024];
@@ -502,7 +492,7 @@ static struct pkt *debug_route(struct web *w, const struct http_from *from,
 		return response(200, "OK", "Content-Type: text/html; charset=utf-8\r\n", body,
 				strlen(body), head);
 	}
-	return text_response(404, "Not Found", "404 page not found\n");
+	return pkt_http_text(404, "Not Found", "404 page not found\n");
 }
 
 /* TLS mode's port 80: only the captive-portal check and redirects. */
@@ -512,7 +502,7 @@ static struct pkt *port80_route(struct web *w, const struct http_req *req, bool 
 	char loc[2600];
 
 	if (!get_or_head)
-		return text_response(400, "Bad Request", "Use HTTPS\n");
+		return pkt_http_text(400, "Bad Request", "Use HTTPS\n");
 	if (snprintf(loc, sizeof(loc), "Location: https://%.255s%.1023s%s%.1023s\r\n",
 		     req->host[0] ? req->host : w->cfg->hostname, req->path,
 		     req->query[0] ? "?" : "", req->query) < 0)
@@ -525,14 +515,14 @@ static enum http_route derp_route(struct web *w, const struct http_from *from,
 				  const struct http_req *req, struct pkt **resp)
 {
 	if (!w->cfg->derp) {
-		*resp = text_response(404, "Not Found", "derp server disabled\n");
+		*resp = pkt_http_text(404, "Not Found", "derp server disabled\n");
 		return HTTP_ROUTE_RESPONSE;
 	}
 	if (req->has_body && req->upgrade[0]) {
 		/* The bytes after the head would be taken for frames. */
 		log_info("conn %llu: upgrade request with a body from %s, answering 400",
 			 (unsigned long long)from->conn_id, from->addr_str);
-		*resp = text_response(400, "Bad Request", "upgrade request with a body\n");
+		*resp = pkt_http_text(400, "Bad Request", "upgrade request with a body\n");
 		return HTTP_ROUTE_RESPONSE;
 	}
 	if (strcasecmp(req->upgrade, "derp") == 0)
@@ -541,14 +531,14 @@ static enum http_route derp_route(struct web *w, const struct http_from *from,
 		if (!strstr(req->ws_protocol, "derp"))
 			return HTTP_ROUTE_UPGRADE;
 		/* DERP over WebSocket framing is not implemented yet. */
-		*resp = text_response(501, "Not Implemented",
+		*resp = pkt_http_text(501, "Not Implemented",
 				      "DERP over WebSocket is not supported\n");
 		return HTTP_ROUTE_RESPONSE;
 	}
 	if (req->upgrade[0])
 		log_info("conn %llu: weird upgrade header from %s, answering 426",
 			 (unsigned long long)from->conn_id, from->addr_str);
-	*resp = text_response(426, "Upgrade Required", "DERP requires connection upgrade\n");
+	*resp = pkt_http_text(426, "Upgrade Required", "DERP requires connection upgrade\n");
 	return HTTP_ROUTE_RESPONSE;
 }
 
@@ -572,7 +562,7 @@ enum http_route web_route(void *arg, const struct http_from *from, const struct 
 	else if (strcmp(p, "/derp/probe") == 0 || strcmp(p, "/derp/latency-check") == 0)
 		*resp = get_or_head
 			? response(200, "OK", "Access-Control-Allow-Origin: *\r\n", "", 0, head)
-			: text_response(405, "Method Not Allowed", "bogus probe method\n");
+			: pkt_http_text(405, "Method Not Allowed", "bogus probe method\n");
 	else if (strcmp(p, "/derp") == 0)
 		return derp_route(w, from, req, resp);
 	else if (strcmp(p, "/robots.txt") == 0)

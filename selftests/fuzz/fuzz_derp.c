@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * fuzz_derp.c - libFuzzer harness for kderpd's network-facing parsers other
- * than STUN: the HTTP request head (our own head-length scan, then
- * http_parser), the ClientInfo JSON and the ClientInfo box.
+ * than STUN: the HTTP request head (our own head-length scan, the early
+ * prefix check, then http_parser), the ClientInfo JSON and the ClientInfo
+ * box.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (hl < 0 || (size_t)hl > size)
 		__builtin_trap();
 	if (hl > 0 && http_parse_request(data, hl, &req) == 0) {
+		/* A head that parses was a fine prefix while it came in. */
+		if (!http_prefix_ok(data, hl - 1))
+			__builtin_trap();
 		if (strlen(req.path) >= sizeof(req.path) ||
 		    strlen(req.upgrade) >= sizeof(req.upgrade))
 			__builtin_trap();

@@ -121,19 +121,14 @@ static int on_headers_complete(http_parser *p)
 
 bool http_prefix_ok(const uint8_t *buf, size_t len)
 {
-	size_t start = 0;
+	/* http_parser checks what it has as it streams: a byte that cannot
+	 * start a request line (a TLS record's 0x16) is an error at once. */
+	static const http_parser_settings none;
+	http_parser p;
 
-	/* Empty lines before the request line are allowed (RFC 9112 2.2). */
-	while (start < len && start < 8 && (buf[start] == '\r' || buf[start] == '\n'))
-		start++;
-	/* The method: a token of upper-case letters, then a space. */
-	for (size_t i = start; i < len && i < start + 16; i++) {
-		if (buf[i] == ' ')
-			return i > start;
-		if (buf[i] < 'A' || buf[i] > 'Z')
-			return false;
-	}
-	return len < start + 16;
+	http_parser_init(&p, HTTP_REQUEST);
+	http_parser_execute(&p, &none, (const char *)buf, len);
+	return HTTP_PARSER_ERRNO(&p) == HPE_OK;
 }
 
 int http_parse_request(const uint8_t *head, size_t len, struct http_req *req)

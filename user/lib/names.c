@@ -21,6 +21,8 @@ const char *const drop_reason_names[KDERP_NR_DROP_REASONS] = {
 
 const char *const drop_kind_names[KDERP_NR_KINDS] = {"disco", "other"};
 
+const char *const peer_counter_names[4] = {"packets_in", "bytes_in", "packets_out", "bytes_out"};
+
 const char *const rtt_bucket_names[KDERP_NR_RTT_BUCKETS] = {
 	"10ms", "20ms", "50ms", "100ms", "150ms", "250ms", "500ms", "inf", "error"};
 const unsigned rtt_bucket_limits_ms[KDERP_RTT_LIMITED_BUCKETS] = {10, 20, 50, 100, 150, 250, 500};

@@ -22,6 +22,10 @@ extern const struct counter_desc counter_descs[KDERP_NR_COUNTERS];
 extern const char *const drop_reason_names[KDERP_NR_DROP_REASONS];
 extern const char *const drop_kind_names[KDERP_NR_KINDS];
 
+/* A connection's traffic counters (kderp_peer_stats pkts_in, bytes_in,
+ * pkts_out, bytes_out) in /debug/varz: kderp_peer_<name>, kderp_closed_conns_<name>. */
+extern const char *const peer_counter_names[4];
+
 /* derp_tcp_rtt buckets: label of each, and the upper limits (ms) of the first 7. */
 #define KDERP_RTT_LIMITED_BUCKETS 7
 #define KDERP_RTT_BUCKET_INF 7

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -208,6 +209,11 @@ void sockaddr_to_mapped16(const struct sockaddr_storage *ss, uint8_t out[16], ui
 	}
 	if (port)
 		*port = pt;
+}
+
+bool stat_private(const struct stat *st)
+{
+	return (st->st_uid == 0 || st->st_uid == geteuid()) && !(st->st_mode & (S_IWGRP | S_IWOTH));
 }
 
 long dir_entries(const char *path)

@@ -44,6 +44,11 @@ void sockaddr_to_mapped16(const struct sockaddr_storage *ss, uint8_t out[16], ui
 void appendf(char *buf, size_t len, size_t *off, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+struct stat;
+/* Owned by root or by this process's user, and writable by no one else:
+ * nobody else can have put anything inside. */
+bool stat_private(const struct stat *st);
+
 /* Entries of a directory, "." and ".." left out (e.g. /proc/self/fd), or -1. */
 long dir_entries(const char *path);
 
